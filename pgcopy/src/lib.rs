@@ -1,0 +1,2 @@
+//! `pgcopy`: PostgreSQL binary COPY encoding and streaming bulk load.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! `worker`: the nexingest queue consumer and its subcommands.
+#![warn(missing_docs)]
