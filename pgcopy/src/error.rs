@@ -1,0 +1,183 @@
+//! Error types: [`EncodeError`] for the pure encoder, [`LoadError`] for loads.
+
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+use crate::encode::ColumnType;
+
+/// An error raised while encoding binary COPY data.
+///
+/// Encoding errors are always permanent: retrying the same input produces the same error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A row was finished before all declared columns were written.
+    #[error("row {row}: {got} of {expected} fields written (next expected column {next:?})")]
+    MissingFields {
+        /// Index of the row in its [`CopyBuffer`](crate::CopyBuffer) (0-based, since creation).
+        row: u64,
+        /// Number of declared columns.
+        expected: usize,
+        /// Number of fields written.
+        got: usize,
+        /// Name of the first column that was not written.
+        next: String,
+    },
+    /// More fields were written than columns were declared.
+    #[error("row {row}: more than the {expected} declared fields written")]
+    TooManyFields {
+        /// Index of the row.
+        row: u64,
+        /// Number of declared columns.
+        expected: usize,
+    },
+    /// A field was written with a type that differs from its column's declared type
+    /// (wrong value or wrong field order).
+    #[error("row {row}, column {index} ({column:?}): declared {expected:?}, written {got:?}")]
+    WrongType {
+        /// Index of the row.
+        row: u64,
+        /// 0-based index of the column.
+        index: usize,
+        /// Name of the column.
+        column: String,
+        /// The column's declared type.
+        expected: ColumnType,
+        /// The type of the written value.
+        got: ColumnType,
+    },
+    /// A validity mask or bitmap does not cover the array's values.
+    #[error("validity has room for {validity} elements but the array has {values}")]
+    ValidityLength {
+        /// Number of array elements.
+        values: usize,
+        /// Number of elements the validity covers.
+        validity: usize,
+    },
+    /// A value is larger than a binary COPY field can hold (2 GiB − 1 bytes).
+    #[error("value of {len} bytes is too large for a COPY field")]
+    TooLarge {
+        /// Encoded length in bytes.
+        len: usize,
+    },
+    /// A text value contains a NUL character, which PostgreSQL text cannot store.
+    #[error("text value contains a NUL character at byte {offset}")]
+    NulInText {
+        /// Byte offset of the first NUL.
+        offset: usize,
+    },
+    /// Invalid column declarations (empty name, too many columns, …).
+    #[error("invalid columns: {0}")]
+    InvalidColumns(String),
+}
+
+/// An error raised by a load into PostgreSQL.
+///
+/// Use [`LoadError::is_retryable`] to decide whether running the same load again can help, and
+/// [`LoadError::sqlstate`] for the server's error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The rows could not be encoded (bad input; never retryable).
+    #[error("encoding rows: {0}")]
+    Encode(#[from] EncodeError),
+    /// PostgreSQL (or the connection to it) reported an error.
+    #[error("{context}: {source}{}", fmt_code(.sqlstate.as_ref()))]
+    Postgres {
+        /// What the loader was doing (`"COPY"`, `"DELETE"`, …).
+        context: &'static str,
+        /// The SQLSTATE, when the server sent one (`None` for connection-level errors).
+        sqlstate: Option<SqlState>,
+        /// The underlying error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Getting a connection from a deadpool pool failed.
+    #[error("getting a pooled connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The load did not finish before its deadline; everything it did was rolled back.
+    #[error("load deadline of {after:?} exceeded")]
+    Timeout {
+        /// The time limit that was exceeded.
+        after: Duration,
+    },
+    /// The declared columns do not match the target table.
+    #[error("column {column:?} of {table}: declared {declared:?}, table has type {actual}")]
+    ColumnMismatch {
+        /// The quoted, qualified table name.
+        table: String,
+        /// The column name.
+        column: String,
+        /// The declared type.
+        declared: ColumnType,
+        /// The table's type name.
+        actual: String,
+    },
+    /// The load's configuration or strategy is invalid (empty key, NUL in a name, …).
+    #[error("invalid load configuration: {0}")]
+    Config(String),
+    /// The encoding task panicked or was cancelled.
+    #[error("encoding task failed: {0}")]
+    Task(String),
+}
+
+fn fmt_code(code: Option<&SqlState>) -> String {
+    code.map(|c| format!(" (SQLSTATE {})", c.code()))
+        .unwrap_or_default()
+}
+
+impl LoadError {
+    /// Wraps a tokio-postgres error, keeping its SQLSTATE.
+    pub fn postgres(context: &'static str, source: tokio_postgres::Error) -> Self {
+        LoadError::Postgres {
+            context,
+            sqlstate: source.code().cloned(),
+            source,
+        }
+    }
+
+    /// The SQLSTATE reported by the server, if any.
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        match self {
+            LoadError::Postgres { sqlstate, .. } => sqlstate.as_ref(),
+            LoadError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether running the same load again may succeed.
+    ///
+    /// Retryable: connection loss or I/O errors (no SQLSTATE, or class `08`), serialization
+    /// failure `40001`, deadlock `40P01`, insufficient resources (class `53`), administrator
+    /// shutdown/crash/cannot-connect-now `57P01`–`57P03`, pool timeouts, and [`LoadError::Timeout`].
+    /// Not retryable: data exceptions (class `22`), integrity violations (class `23`), syntax or
+    /// missing objects (class `42`), encoding and configuration errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LoadError::Postgres { sqlstate, .. } => match sqlstate {
+                Some(code) => sqlstate_is_retryable(code.code()),
+                // No SQLSTATE: the connection was closed or an I/O error occurred (pgcopy sends
+                // only pre-encoded data, so client-side conversion errors cannot occur).
+                None => true,
+            },
+            LoadError::Pool(e) => match e {
+                deadpool_postgres::PoolError::Timeout(_) => true,
+                deadpool_postgres::PoolError::Backend(e) => match e.code() {
+                    Some(code) => sqlstate_is_retryable(code.code()),
+                    None => true,
+                },
+                _ => false,
+            },
+            LoadError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether an SQLSTATE code denotes a transient condition (see [`LoadError::is_retryable`]).
+pub fn sqlstate_is_retryable(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
+}
