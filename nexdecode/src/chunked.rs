@@ -1,0 +1,567 @@
+//! The chunked fast path: NetCDF-4 (HDF5) variables stored as `shuffle + deflate` chunks.
+//!
+//! HDF5 is asked only for the layout (chunk shape, filter pipeline, datatype and the chunk
+//! index: address, stored size and filter mask of each chunk), always under the process-wide
+//! HDF5/netCDF lock. The data itself never goes through HDF5: compressed chunks are read with
+//! positioned reads, inflated with libdeflate and converted **in parallel with rayon**, then
+//! transposed in cache-sized tiles into the cell-major output.
+//!
+//! Work proceeds in batches of time steps so that at most one batch of decompressed chunks
+//! (about [`BATCH_BYTES`]) is held in memory besides the output itself.
+//!
+//! # Thread safety
+//!
+//! Debian's libhdf5 is not built thread-safe. The `netcdf` crate serialises every libnetcdf call
+//! with `netcdf_sys::libnetcdf_lock`, which *is* `hdf5_metno_sys::LOCK` (netcdf-sys re-exports
+//! it: `pub use hdf5_sys::LOCK as libnetcdf_lock`). hdf5-metno takes the same reentrant mutex in
+//! every call (`h5lock!` → `hdf5_metno::sync::sync`). All HDF5 work here runs inside one
+//! [`hdf5_metno::sync::sync`] closure, so HDF5 is never entered from two threads at once, and the
+//! HDF5 handles are closed before the lock is released. The parallel part touches only a
+//! `std::fs::File`, libdeflate and plain memory.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use hdf5_metno as hdf5;
+use hdf5_metno::filters::Filter;
+use libdeflater::{DecompressionError, Decompressor};
+use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::block::{BlockRequest, ValueRule};
+use crate::error::DecodeError;
+
+/// Signature at the start of an HDF5 file (without a user block).
+const HDF5_MAGIC: [u8; 8] = *b"\x89HDF\r\n\x1a\n";
+
+/// Decompressed bytes held per batch (the last chunk row of a batch may exceed it).
+pub(crate) const BATCH_BYTES: usize = 48 << 20;
+
+/// Most time steps transposed together (one row of the transpose tile per step).
+const MAX_BATCH_STEPS: usize = 16;
+
+/// Output cells (rows) per transpose task.
+const TILE_CELLS: usize = 512;
+
+/// `HADDR_UNDEF`: a chunk that has no storage.
+const ADDR_UNDEF: u64 = u64::MAX;
+
+/// Decodes `req` from `path` through the chunked fast path.
+///
+/// Returns `Ok(None)` when the variable is not eligible (not an HDF5 file, not chunked, filters
+/// other than `[shuffle, deflate]` / `[deflate]`, not a 4-byte float, a chunk without storage,
+/// or anything HDF5 cannot open); the caller then uses the `netcdf`-crate path, which reads the
+/// same values.
+///
+/// # Errors
+///
+/// [`DecodeError::Corrupt`] (naming the variable and the chunk's first time index) when a chunk of an eligible variable cannot be read (short
+/// read: truncated file), does not inflate, or inflates to the wrong size.
+pub(crate) fn decode_chunked(
+    path: &Path,
+    req: &BlockRequest<'_>,
+) -> Result<Option<Array2<f32>>, DecodeError> {
+    let _span = tracing::debug_span!("decode_chunked", var = req.var, cells = req.cells.len(),
+        steps = req.steps.len())
+    .entered();
+    if !request_is_valid(req) || !has_hdf5_magic(path) {
+        return Ok(None);
+    }
+    let Some(layout) = hdf5::sync::sync(|| Layout::probe(path, req)) else {
+        tracing::debug!(var = req.var, "chunked fast path not eligible");
+        return Ok(None);
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(_) => return Ok(None),
+    };
+    let plan = Plan::new(req, &layout);
+    if !plan.chunks_present(&layout) {
+        tracing::debug!(var = req.var, "chunk without storage; using the netcdf path");
+        return Ok(None);
+    }
+    let mut out = vec![0.0_f32; req.cells.len() * req.days];
+    decode_into(&file, path, req, &layout, &plan, &mut out)?;
+    let out = Array2::from_shape_vec((req.cells.len(), req.days), out)
+        .expect("output length is cells * days");
+    Ok(Some(out))
+}
+
+/// Rejects requests that break the [`BlockRequest`] contract (the netcdf path reports them).
+fn request_is_valid(req: &BlockRequest<'_>) -> bool {
+    let [nt, ny, nx] = req.shape;
+    let ncell = ny.saturating_mul(nx);
+    req.cells.windows(2).all(|w| w[0] < w[1])
+        && req.cells.last().is_none_or(|&c| c < ncell)
+        && req.steps.windows(2).all(|w| w[0].time_index <= w[1].time_index)
+        && req.steps.iter().all(|s| s.time_index < nt && s.slot < req.days)
+}
+
+fn has_hdf5_magic(path: &Path) -> bool {
+    let mut head = [0_u8; 8];
+    File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == HDF5_MAGIC
+}
+
+/// Where one chunk's bytes are and which filters were applied to it.
+#[derive(Debug, Clone, Copy)]
+struct ChunkLoc {
+    addr: u64,
+    size: u64,
+    /// HDF5 filter mask: bit `i` set = pipeline filter `i` was skipped for this chunk.
+    mask: u32,
+}
+
+/// What HDF5 told us about the variable.
+#[derive(Debug)]
+struct Layout {
+    /// Chunk shape `(t, y, x)`.
+    chunk: [usize; 3],
+    /// Number of chunks along each axis.
+    grid: [usize; 3],
+    /// Pipeline position of the shuffle filter, if any.
+    shuffle_pos: Option<u32>,
+    /// Pipeline position of the deflate filter.
+    deflate_pos: u32,
+    big_endian: bool,
+    /// Chunk index, by linear chunk-grid position.
+    chunks: Vec<Option<ChunkLoc>>,
+}
+
+impl Layout {
+    /// Reads the layout; `None` when not eligible. Must run under the HDF5 lock.
+    fn probe(path: &Path, req: &BlockRequest<'_>) -> Option<Layout> {
+        let file = hdf5::File::open(path).ok()?;
+        let ds = file.dataset(req.var).ok()?;
+        if ds.shape() != req.shape || !ds.is_chunked() {
+            return None;
+        }
+        let dtype = ds.dtype().ok()?;
+        let is_f32 = matches!(
+            dtype.to_descriptor().ok()?,
+            hdf5::types::TypeDescriptor::Float(hdf5::types::FloatSize::U4)
+        );
+        let big_endian = match dtype.byte_order() {
+            hdf5::datatype::ByteOrder::LittleEndian => false,
+            hdf5::datatype::ByteOrder::BigEndian => true,
+            _ => return None,
+        };
+        if !is_f32 || dtype.size() != 4 {
+            return None;
+        }
+        let (shuffle_pos, deflate_pos) = match ds.filters().as_slice() {
+            [Filter::Shuffle, Filter::Deflate(_)] => (Some(0), 1),
+            [Filter::Deflate(_)] => (None, 0),
+            _ => return None,
+        };
+        let chunk: [usize; 3] = ds.chunk()?.try_into().ok()?;
+        if chunk.contains(&0) {
+            return None;
+        }
+        let grid = [0, 1, 2].map(|d| req.shape[d].div_ceil(chunk[d]));
+        let total = grid.iter().product::<usize>();
+        let mut chunks = vec![None; total];
+        let n = ds.num_chunks()?;
+        for i in 0..n {
+            let info = ds.chunk_info(i)?;
+            if info.addr == ADDR_UNDEF {
+                continue;
+            }
+            let off: [usize; 3] =
+                [0, 1, 2].map(|d| info.offset.get(d).map_or(usize::MAX, |&o| o as usize));
+            if (0..3).any(|d| off[d] % chunk[d] != 0 || off[d] >= req.shape[d]) {
+                return None;
+            }
+            let pos = ((off[0] / chunk[0]) * grid[1] + off[1] / chunk[1]) * grid[2]
+                + off[2] / chunk[2];
+            chunks[pos] = Some(ChunkLoc { addr: info.addr, size: info.size, mask: info.filter_mask });
+        }
+        Some(Layout { chunk, grid, shuffle_pos, deflate_pos, big_endian, chunks })
+        // `ds` and `file` close here, still under the lock.
+    }
+
+    fn chunk_elems(&self) -> usize {
+        self.chunk.iter().product()
+    }
+}
+
+/// A maximal run of output cells whose values sit next to each other in one spatial chunk.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// First output row (index into `req.cells`).
+    cell: usize,
+    len: usize,
+    /// Index into [`Plan::spatial`].
+    spatial: usize,
+    /// Element offset of the first cell inside one time plane of the chunk.
+    off: usize,
+}
+
+/// The selected time steps of one chunk row along time.
+#[derive(Debug)]
+struct TimeChunk {
+    /// Chunk index along time.
+    tc: usize,
+    /// `(time index within the chunk, output slot)`.
+    steps: Vec<(usize, usize)>,
+}
+
+/// Which chunks to read and where their values go; no HDF5 involved.
+#[derive(Debug)]
+struct Plan {
+    /// Spatial chunk positions (`yc * grid_x + xc`) holding selected cells, ascending.
+    spatial: Vec<usize>,
+    runs: Vec<Run>,
+    time_chunks: Vec<TimeChunk>,
+    /// Output slots no step writes (NaN).
+    uncovered: Vec<usize>,
+}
+
+impl Plan {
+    fn new(req: &BlockRequest<'_>, layout: &Layout) -> Plan {
+        let [_, _, nx] = req.shape;
+        let [ct, cy, cx] = layout.chunk;
+        let gx = layout.grid[2];
+        let pos = |g: usize| {
+            let (y, x) = (g / nx, g % nx);
+            ((y / cy) * gx + x / cx, (y % cy) * cx + x % cx)
+        };
+        let mut spatial: Vec<usize> = req.cells.iter().map(|&g| pos(g).0).collect();
+        spatial.sort_unstable();
+        spatial.dedup();
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, &g) in req.cells.iter().enumerate() {
+            let (sp, off) = pos(g);
+            let s = spatial.binary_search(&sp).expect("collected above");
+            match runs.last_mut() {
+                Some(r) if r.spatial == s && r.off + r.len == off && r.cell + r.len == i => {
+                    r.len += 1
+                }
+                _ => runs.push(Run { cell: i, len: 1, spatial: s, off }),
+            }
+        }
+        let mut time_chunks: Vec<TimeChunk> = Vec::new();
+        let mut covered = vec![false; req.days];
+        for st in req.steps {
+            let tc = st.time_index / ct;
+            let ti = st.time_index % ct;
+            covered[st.slot] = true;
+            match time_chunks.last_mut() {
+                Some(t) if t.tc == tc => t.steps.push((ti, st.slot)),
+                _ => time_chunks.push(TimeChunk { tc, steps: vec![(ti, st.slot)] }),
+            }
+        }
+        let uncovered = (0..req.days).filter(|&d| !covered[d]).collect();
+        Plan { spatial, runs, time_chunks, uncovered }
+    }
+
+    fn chunk_pos(&self, layout: &Layout, tc: usize, spatial: usize) -> usize {
+        tc * layout.grid[1] * layout.grid[2] + self.spatial[spatial]
+    }
+
+    fn chunks_present(&self, layout: &Layout) -> bool {
+        self.time_chunks.iter().all(|t| {
+            (0..self.spatial.len()).all(|s| layout.chunks[self.chunk_pos(layout, t.tc, s)].is_some())
+        })
+    }
+}
+
+/// One step of a batch as the transpose sees it.
+#[derive(Debug, Clone, Copy)]
+struct BatchStep {
+    /// Index of the batch buffer of spatial chunk 0 for this step's time chunk.
+    buf: usize,
+    /// Element offset of the step's time plane inside the chunk.
+    plane: usize,
+    slot: usize,
+}
+
+/// One decompressed chunk of a batch.
+#[derive(Debug, Default)]
+struct ChunkBuf {
+    bytes: Vec<u8>,
+    shuffled: bool,
+}
+
+thread_local! {
+    /// Per-worker inflater and compressed-bytes buffer, reused across chunks and calls.
+    static INFLATE: RefCell<(Decompressor, Vec<u8>)> = RefCell::new((Decompressor::new(), Vec::new()));
+}
+
+fn decode_into(
+    file: &File,
+    path: &Path,
+    req: &BlockRequest<'_>,
+    layout: &Layout,
+    plan: &Plan,
+    out: &mut [f32],
+) -> Result<(), DecodeError> {
+    let days = req.days;
+    if days == 0 || req.cells.is_empty() {
+        return Ok(());
+    }
+    if !plan.uncovered.is_empty() {
+        out.par_chunks_mut(days).for_each(|row| {
+            for &d in &plan.uncovered {
+                row[d] = f32::NAN;
+            }
+        });
+    }
+    let chunk_bytes = layout.chunk_elems() * 4;
+    let nsp = plan.spatial.len();
+    let row_bytes = chunk_bytes * nsp;
+    let kernel = Kernel::new(req.values);
+
+    let mut bufs: Vec<ChunkBuf> = Vec::new();
+    let mut jobs: Vec<(usize, ChunkLoc)> = Vec::new();
+    let mut steps: Vec<BatchStep> = Vec::new();
+    let mut tcs = plan.time_chunks.as_slice();
+    while !tcs.is_empty() {
+        // Take time chunks while the batch stays within budget (at least one).
+        let mut take = 0;
+        let mut nsteps = 0;
+        while take < tcs.len() {
+            let more = tcs[take].steps.len();
+            if take > 0
+                && ((take + 1) * row_bytes > BATCH_BYTES || nsteps + more > MAX_BATCH_STEPS)
+            {
+                break;
+            }
+            take += 1;
+            nsteps += more;
+        }
+        let (batch, rest) = tcs.split_at(take);
+        tcs = rest;
+
+        jobs.clear();
+        steps.clear();
+        for (k, t) in batch.iter().enumerate() {
+            for s in 0..nsp {
+                let loc = layout.chunks[plan.chunk_pos(layout, t.tc, s)].expect("checked");
+                jobs.push((t.tc * layout.chunk[0], loc));
+            }
+            for &(ti, slot) in &t.steps {
+                steps.push(BatchStep { buf: k * nsp, plane: ti * layout.chunk[1] * layout.chunk[2], slot });
+            }
+        }
+        if bufs.len() < jobs.len() {
+            bufs.resize_with(jobs.len(), ChunkBuf::default);
+        }
+        bufs[..jobs.len()].par_iter_mut().zip(jobs.par_iter()).try_for_each(
+            |(buf, &(t0, loc))| read_chunk(file, layout, loc, chunk_bytes, buf).map_err(|detail| {
+                DecodeError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("variable `{}`, chunk at time index {t0}: {detail}", req.var),
+                }
+            }),
+        )?;
+        transpose_batch(&bufs[..jobs.len()], &steps, plan, layout, &kernel, days, out);
+    }
+    Ok(())
+}
+
+/// Reads, inflates (unless the chunk skipped deflate) and checks one chunk into `buf`.
+fn read_chunk(
+    file: &File,
+    layout: &Layout,
+    loc: ChunkLoc,
+    chunk_bytes: usize,
+    buf: &mut ChunkBuf,
+) -> Result<(), String> {
+    let skipped = |pos: u32| pos < 32 && loc.mask & (1 << pos) != 0;
+    buf.shuffled = layout.shuffle_pos.is_some_and(|p| !skipped(p));
+    let deflated = !skipped(layout.deflate_pos);
+    buf.bytes.resize(chunk_bytes, 0);
+    let size = usize::try_from(loc.size).map_err(|_| "chunk size overflows".to_string())?;
+    let short = |e: io::Error| {
+        format!("cannot read {size} bytes at offset {} (truncated file?): {e}", loc.addr)
+    };
+    if !deflated {
+        if size != chunk_bytes {
+            return Err(format!("stored uncompressed chunk has {size} bytes, expected {chunk_bytes}"));
+        }
+        return file.read_exact_at(&mut buf.bytes, loc.addr).map_err(short);
+    }
+    INFLATE.with(|cell| {
+        let (inflater, compressed) = &mut *cell.borrow_mut();
+        compressed.resize(size, 0);
+        file.read_exact_at(compressed, loc.addr).map_err(short)?;
+        match inflater.zlib_decompress(compressed, &mut buf.bytes) {
+            Ok(n) if n == chunk_bytes => Ok(()),
+            Ok(n) => Err(format!("chunk inflates to {n} bytes, expected {chunk_bytes}")),
+            Err(DecompressionError::InsufficientSpace) => {
+                Err(format!("chunk inflates to more than {chunk_bytes} bytes"))
+            }
+            Err(DecompressionError::BadData) => {
+                Err(format!("chunk of {size} bytes at offset {} does not inflate", loc.addr))
+            }
+        }
+    })
+}
+
+/// Scatters one batch of decompressed chunks into the cell-major output, in parallel over
+/// tiles of output rows.
+fn transpose_batch(
+    bufs: &[ChunkBuf],
+    steps: &[BatchStep],
+    plan: &Plan,
+    layout: &Layout,
+    kernel: &Kernel,
+    days: usize,
+    out: &mut [f32],
+) {
+    let nsteps = steps.len();
+    let plane_len = layout.chunk_elems();
+    out.par_chunks_mut(TILE_CELLS * days).enumerate().for_each_init(
+        || vec![0.0_f32; TILE_CELLS * MAX_BATCH_STEPS.max(nsteps)],
+        |tmp, (tile, rows)| {
+            let c0 = tile * TILE_CELLS;
+            let c1 = c0 + rows.len() / days;
+            let first = plan.runs.partition_point(|r| r.cell + r.len <= c0);
+            for run in &plan.runs[first..] {
+                if run.cell >= c1 {
+                    break;
+                }
+                let a = run.cell.max(c0);
+                let b = (run.cell + run.len).min(c1);
+                let off = run.off + (a - run.cell);
+                let len = b - a;
+                for (s, st) in steps.iter().enumerate() {
+                    let buf = &bufs[st.buf + run.spatial];
+                    let dst = &mut tmp[s * TILE_CELLS + (a - c0)..][..len];
+                    kernel.decode(buf, plane_len, st.plane + off, dst, layout.big_endian);
+                }
+            }
+            let n = c1 - c0;
+            scatter(&tmp[..nsteps * TILE_CELLS], steps, rows, n, days);
+        },
+    );
+}
+
+/// `rows[i * days + steps[s].slot] = tmp[s * TILE_CELLS + i]`.
+#[inline]
+fn scatter(tmp: &[f32], steps: &[BatchStep], rows: &mut [f32], n: usize, days: usize) {
+    let consecutive = steps.windows(2).all(|w| w[1].slot == w[0].slot + 1);
+    if consecutive {
+        let s0 = steps[0].slot;
+        let ns = steps.len();
+        for (i, row) in rows.chunks_exact_mut(days).take(n).enumerate() {
+            let dst = &mut row[s0..s0 + ns];
+            for (s, d) in dst.iter_mut().enumerate() {
+                *d = tmp[s * TILE_CELLS + i];
+            }
+        }
+    } else {
+        for (i, row) in rows.chunks_exact_mut(days).take(n).enumerate() {
+            for (s, st) in steps.iter().enumerate() {
+                row[st.slot] = tmp[s * TILE_CELLS + i];
+            }
+        }
+    }
+}
+
+/// Raw → clean conversion, specialised for the common rules.
+#[derive(Debug)]
+enum Kernel {
+    /// No fill/missing value, no scale/offset: NaN stays NaN (canonicalised like `apply`).
+    Plain,
+    /// One fill value, no scale/offset (the real files: 1e20).
+    Fill(f32),
+    /// Anything else: `ValueRule::apply`.
+    General(ValueRule),
+}
+
+impl Kernel {
+    fn new(rule: &ValueRule) -> Kernel {
+        let mut specials: Vec<f32> = rule.fill.into_iter().chain(rule.missing.iter().copied())
+            .filter(|v| !v.is_nan())
+            .collect();
+        specials.sort_by(f32::total_cmp);
+        specials.dedup_by(|a, b| a == b);
+        if rule.scale != 1.0 || rule.offset != 0.0 {
+            return Kernel::General(rule.clone());
+        }
+        match specials.as_slice() {
+            [] => Kernel::Plain,
+            [f] => Kernel::Fill(*f),
+            _ => Kernel::General(rule.clone()),
+        }
+    }
+
+    /// Decodes `dst.len()` consecutive elements starting at element `e0` of `buf`.
+    #[inline]
+    fn decode(&self, buf: &ChunkBuf, plane_len: usize, e0: usize, dst: &mut [f32], be: bool) {
+        match (self, buf.shuffled, be) {
+            (Kernel::Plain, true, false) => unshuffle::<false>(&buf.bytes, plane_len, e0, dst, plain),
+            (Kernel::Fill(f), true, false) => {
+                let f = *f;
+                unshuffle::<false>(&buf.bytes, plane_len, e0, dst, |v| fill(v, f))
+            }
+            (Kernel::Plain, false, false) => interleaved::<false>(&buf.bytes, e0, dst, plain),
+            (Kernel::Fill(f), false, false) => {
+                let f = *f;
+                interleaved::<false>(&buf.bytes, e0, dst, |v| fill(v, f))
+            }
+            (k, true, false) => unshuffle::<false>(&buf.bytes, plane_len, e0, dst, |v| k.apply(v)),
+            (k, false, false) => interleaved::<false>(&buf.bytes, e0, dst, |v| k.apply(v)),
+            (k, true, true) => unshuffle::<true>(&buf.bytes, plane_len, e0, dst, |v| k.apply(v)),
+            (k, false, true) => interleaved::<true>(&buf.bytes, e0, dst, |v| k.apply(v)),
+        }
+    }
+
+    #[inline]
+    fn apply(&self, v: f32) -> f32 {
+        match self {
+            Kernel::Plain => plain(v),
+            Kernel::Fill(f) => fill(v, *f),
+            Kernel::General(rule) => rule.apply(v),
+        }
+    }
+}
+
+#[inline(always)]
+fn plain(v: f32) -> f32 {
+    if v.is_nan() { f32::NAN } else { v }
+}
+
+#[inline(always)]
+fn fill(v: f32, f: f32) -> f32 {
+    if v.is_nan() || v == f { f32::NAN } else { v }
+}
+
+/// Shuffled chunk: byte `k` of element `e` is at `k * plane_len + e`.
+#[inline(always)]
+fn unshuffle<const BE: bool>(
+    bytes: &[u8],
+    plane_len: usize,
+    e0: usize,
+    dst: &mut [f32],
+    f: impl Fn(f32) -> f32,
+) {
+    let n = dst.len();
+    let p0 = &bytes[e0..e0 + n];
+    let p1 = &bytes[plane_len + e0..plane_len + e0 + n];
+    let p2 = &bytes[2 * plane_len + e0..2 * plane_len + e0 + n];
+    let p3 = &bytes[3 * plane_len + e0..3 * plane_len + e0 + n];
+    for i in 0..n {
+        let b = [p0[i], p1[i], p2[i], p3[i]];
+        let u = if BE { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+        dst[i] = f(f32::from_bits(u));
+    }
+}
+
+/// Unshuffled chunk: element `e` is bytes `4e..4e+4`.
+#[inline(always)]
+fn interleaved<const BE: bool>(bytes: &[u8], e0: usize, dst: &mut [f32], f: impl Fn(f32) -> f32) {
+    let src = &bytes[4 * e0..4 * (e0 + dst.len())];
+    for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        let b = [b[0], b[1], b[2], b[3]];
+        let u = if BE { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+        *d = f(f32::from_bits(u));
+    }
+}
+
+#[cfg(test)]
+mod tests;
