@@ -702,6 +702,11 @@ impl CopyBuffer {
         }
     }
 
+    /// Reserves room for at least `additional` more bytes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
     /// Rows written since creation.
     pub fn rows(&self) -> u64 {
         self.rows
