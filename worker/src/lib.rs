@@ -1,2 +1,31 @@
-//! `worker`: the nexingest queue consumer and its subcommands.
+//! `worker`: the nexingest queue worker, its job pipeline and its subcommands.
+//!
+//! The binary (`nexingest`, `src/main.rs`) only parses flags and dispatches to
+//! [`cmd::dispatch`]; each subcommand lives in its own module under [`cmd`] and takes a
+//! validated configuration (see [`config`]). The long-running consumer is
+//! [`cmd::run::run`]`(config, shutdown)`, so tests drive it with any shutdown future.
+//!
+//! ```
+//! use worker::message::{parse, Message};
+//! # let aws = worker::config::AwsConfig {
+//! #     endpoint_url: None, nex_gddp_bucket: "nasanex".into(), loca_bucket: "nasanex".into(),
+//! #     cmip6_bucket: "nex-gddp-cmip6".into(), allowed_buckets: ["nasanex".to_string()].into() };
+//! let m = parse(r#"{"dataset":"NEX-GDDP","scenario":"rcp85","model":"CCSM4","year":2050}"#, &aws).unwrap();
+//! let Message::Native(job) = m else { unreachable!() };
+//! assert_eq!(job.id(), "NEX-GDDP/rcp85/CCSM4/2050");
+//! assert_eq!(job.variables, ["tasmin", "tasmax", "pr"]);
+//! ```
 #![warn(missing_docs)]
+
+pub mod aws;
+pub mod catalog;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod locations;
+pub mod logging;
+pub mod message;
+pub mod queue;
+pub mod s3;

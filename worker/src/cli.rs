@@ -1,0 +1,327 @@
+//! Command-line flags (clap). Every flag also reads an environment variable, so an ECS task
+//! definition can configure the worker through its environment alone. Raw flags become a
+//! validated [`crate::config`] value before anything connects anywhere.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// nexingest: load NEX-GDDP, LOCA and NEX-GDDP-CMIP6 daily grids into PostgreSQL.
+///
+/// Jobs are (dataset, scenario, model, year). `enqueue` publishes them to SQS, `run` consumes
+/// them (S3 download, decode, binary COPY in one transaction with the job state), `ingest` runs
+/// the same pipeline on local files. AWS credentials come from the standard AWS chain
+/// (environment, profile, ECS task role); they are never logged.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexingest",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL connection URL (`postgres://user@host:port/db`); a password in it is never
+    /// logged. Needed by every subcommand that touches the database.
+    #[arg(
+        long,
+        env = "NEXINGEST_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Database schema holding every table (created by `migrate`). Lower-case letters, digits
+    /// and `_`, at most 63 characters.
+    #[arg(
+        long,
+        env = "NEXINGEST_SCHEMA",
+        default_value = "nexingest",
+        global = true
+    )]
+    pub schema: String,
+
+    /// Log format: `text` for terminals, `json` (one object per line) for CloudWatch.
+    #[arg(long, env = "NEXINGEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,worker=debug`). `RUST_LOG` also works.
+    #[arg(long, env = "NEXINGEST_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (CloudWatch Logs friendly).
+    Json,
+}
+
+/// AWS endpoint and where the data files live.
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// Custom AWS endpoint for S3 and SQS (local moto, LocalStack, a VPC endpoint). With it,
+    /// S3 uses path-style addressing and checksums only when required. `AWS_ENDPOINT_URL` is
+    /// honoured too when this is unset.
+    #[arg(long, env = "NEXINGEST_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Bucket holding NEX-GDDP files (key template of DESIGN §1).
+    #[arg(long, env = "NEXINGEST_NEX_GDDP_BUCKET", default_value = "nasanex")]
+    pub nex_gddp_bucket: String,
+
+    /// Bucket holding LOCA files.
+    #[arg(long, env = "NEXINGEST_LOCA_BUCKET", default_value = "nasanex")]
+    pub loca_bucket: String,
+
+    /// Bucket holding NEX-GDDP-CMIP6 files.
+    #[arg(long, env = "NEXINGEST_CMIP6_BUCKET", default_value = "nex-gddp-cmip6")]
+    pub cmip6_bucket: String,
+
+    /// Further buckets a message may name (data `bucket` override, GeoJSON location URLs),
+    /// comma-separated. The three data buckets above are always allowed.
+    #[arg(long, env = "NEXINGEST_ALLOWED_BUCKETS", value_delimiter = ',')]
+    pub allowed_buckets: Vec<String>,
+}
+
+/// Which queue to use.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Queue URL. Either this or `--queue-name`.
+    #[arg(long, env = "NEXINGEST_QUEUE_URL", conflicts_with = "queue_name")]
+    pub queue_url: Option<String>,
+
+    /// Queue name, resolved to its URL (or created by `enqueue --create-queue`).
+    #[arg(long, env = "NEXINGEST_QUEUE_NAME")]
+    pub queue_name: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database schema (versioned, embedded migrations) and seed the
+    /// datasets, models and scenarios. Safe to run repeatedly and concurrently.
+    Migrate,
+
+    /// Publish the job matrix to SQS, like the old `create_jobs`: one message per
+    /// (model, year) of one dataset and scenario.
+    Enqueue(EnqueueArgs),
+
+    /// Consume jobs from SQS until stopped (SIGTERM/SIGINT drain) or, with `--until-empty`,
+    /// until the queue is empty.
+    Run(RunArgs),
+
+    /// Run the pipeline on local NetCDF files (no AWS): one job from the given files or a
+    /// directory holding them.
+    Ingest(IngestArgs),
+
+    /// Import GeoJSON points (a FeatureCollection) into the `location` table.
+    ImportLocations(ImportLocationsArgs),
+
+    /// Show job counts by dataset, scenario and state, rows, throughput and recent failures.
+    Status(StatusArgs),
+}
+
+/// `enqueue` flags.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Queue to publish to.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// AWS endpoint and allowed buckets (to validate location URLs up front).
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// Dataset: NEX-GDDP, LOCA or NEX-GDDP-CMIP6.
+    #[arg(long)]
+    pub dataset: String,
+    /// Scenario (`historical`, `rcp45`, `rcp85`, `ssp245`, …; case-insensitive).
+    #[arg(long)]
+    pub scenario: String,
+    /// `all` or a comma-separated list of models.
+    #[arg(long, default_value = "all")]
+    pub models: String,
+    /// `all` (the scenario's whole range) or a comma-separated list of years and ranges
+    /// (`2006,2010-2020`).
+    #[arg(long, default_value = "all")]
+    pub years: String,
+    /// Variables to load, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "tasmin,tasmax,pr")]
+    pub variables: Vec<String>,
+    /// Location source: `all` (every data cell), `cities` (the `location` table, optionally
+    /// `cities:SOURCE` for one import source), `geojson:URL` (points) or `boundary:URL`
+    /// (polygon: every cell it touches). URLs are `s3://bucket/key` or S3 https URLs of an
+    /// allowed bucket.
+    #[arg(long, default_value = "all")]
+    pub locations: String,
+    /// Reload jobs that are already done (otherwise a finished job's message is dropped).
+    #[arg(long)]
+    pub update_existing: bool,
+    /// Publish the old Django system's message form (`scenario_id`, `model_id`, `year` as a
+    /// string); ids are looked up in the database, so `--database-url` is needed.
+    #[arg(long)]
+    pub legacy_format: bool,
+
+    /// Create the queue (and its dead-letter queue) if missing.
+    #[arg(long)]
+    pub create_queue: bool,
+    /// Dead-letter queue name (default: `<queue>-dlq`), used with `--create-queue`.
+    #[arg(long)]
+    pub dlq_name: Option<String>,
+    /// Receives before SQS moves a message to the dead-letter queue.
+    #[arg(long, default_value_t = 3)]
+    pub max_receive_count: u32,
+    /// Queue visibility timeout in seconds, used with `--create-queue`.
+    #[arg(long, default_value_t = 300)]
+    pub queue_visibility_timeout: u32,
+    /// Print the messages instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Queue to consume.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// AWS endpoint and buckets.
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Pipeline tuning.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Maximum jobs in flight at once (further bounded by `--memory-budget-mb`).
+    #[arg(long, env = "NEXINGEST_JOBS", default_value_t = 2)]
+    pub jobs: usize,
+    /// Visibility timeout (seconds) each heartbeat extends an in-flight message to; the
+    /// heartbeat fires every third of it.
+    #[arg(long, env = "NEXINGEST_VISIBILITY_TIMEOUT", default_value_t = 120)]
+    pub visibility_timeout: u32,
+    /// Long-poll wait per receive, seconds (0–20).
+    #[arg(long, env = "NEXINGEST_WAIT_TIME", default_value_t = 20)]
+    pub wait_time: u32,
+    /// On SIGTERM/SIGINT: seconds to let in-flight jobs finish before rolling them back and
+    /// releasing their messages (ECS allows at most 120 s after SIGTERM).
+    #[arg(long, env = "NEXINGEST_DRAIN_TIMEOUT", default_value_t = 90)]
+    pub drain_timeout: u64,
+    /// Exit once a receive finds the queue empty and no job is in flight.
+    #[arg(long)]
+    pub until_empty: bool,
+    /// Attempts for transient failures within one delivery (jittered exponential backoff).
+    #[arg(long, env = "NEXINGEST_MAX_ATTEMPTS", default_value_t = 4)]
+    pub max_attempts: usize,
+    /// Visibility (seconds) given to a message whose job failed permanently, before SQS
+    /// delivers it again (and, after maxReceiveCount, moves it to the dead-letter queue).
+    #[arg(long, env = "NEXINGEST_FAILED_VISIBILITY", default_value_t = 0)]
+    pub failed_visibility: u32,
+}
+
+/// Tuning shared by `run` and `ingest`.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Memory budget (MiB) for decoded grids of all jobs in flight; a job needs about
+    /// cells × days × 4 bytes per variable (~1.5 GB for a whole 0.25° global variable-year).
+    #[arg(long, env = "NEXINGEST_MEMORY_BUDGET_MB", default_value_t = 6144)]
+    pub memory_budget_mb: u64,
+    /// Directory for downloaded files (default: the system temp directory). Files are
+    /// removed when their job ends.
+    #[arg(long, env = "NEXINGEST_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Parallel ranged GETs per file.
+    #[arg(long, env = "NEXINGEST_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
+    pub download_concurrency: usize,
+    /// Size (MiB) of each ranged GET.
+    #[arg(long, env = "NEXINGEST_DOWNLOAD_PART_MB", default_value_t = 16)]
+    pub download_part_mb: u64,
+    /// Radius (km) within which a location without data in its own cell takes the nearest
+    /// data cell.
+    #[arg(long, env = "NEXINGEST_SEARCH_RADIUS_KM", default_value_t = 50.0)]
+    pub search_radius_km: f64,
+    /// Seconds a single job may take before it is abandoned (rolled back) as transient.
+    #[arg(long, env = "NEXINGEST_JOB_TIMEOUT", default_value_t = 3600)]
+    pub job_timeout: u64,
+}
+
+/// `ingest` flags.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Pipeline tuning.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Dataset of the files.
+    #[arg(long)]
+    pub dataset: String,
+    /// Scenario.
+    #[arg(long)]
+    pub scenario: String,
+    /// Model.
+    #[arg(long)]
+    pub model: String,
+    /// Year.
+    #[arg(long)]
+    pub year: i32,
+    /// Variables to load (a file for each must be among the inputs).
+    #[arg(long, value_delimiter = ',', default_value = "tasmin,tasmax,pr")]
+    pub variables: Vec<String>,
+    /// Location source: `all`, `cities[:SOURCE]`, `geojson:FILE` or `boundary:FILE`.
+    #[arg(long, default_value = "all")]
+    pub locations: String,
+    /// Replace the job's rows even if it is already done.
+    #[arg(long)]
+    pub update_existing: bool,
+    /// NetCDF files, or directories searched for the job's files (by the dataset's file
+    /// names; a file named after the variable, e.g. `tasmin.nc`, also matches).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// No progress bars (logs only).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `import-locations` flags.
+#[derive(Debug, Args)]
+pub struct ImportLocationsArgs {
+    /// AWS endpoint and allowed buckets (for URL input).
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// GeoJSON file path, or an `s3://bucket/key` / S3 https URL of an allowed bucket.
+    pub input: String,
+    /// Name of this set of locations (`location.source`); default: the file name.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Feature property holding the location's name.
+    #[arg(long, default_value = "name")]
+    pub name_property: String,
+    /// Feature property holding the location's id (default: the feature's `id`, else its
+    /// index).
+    #[arg(long)]
+    pub id_property: Option<String>,
+    /// Skip bad features (reported by index) instead of rejecting the whole file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// How many recent failures to list.
+    #[arg(long, default_value_t = 10)]
+    pub failures: i64,
+}

@@ -1,0 +1,16 @@
+//! `migrate`: create/upgrade the schema and seed the catalog.
+
+use crate::config::DbConfig;
+use crate::db::{self, MigrateReport};
+use crate::error::JobError;
+
+/// Applies pending migrations and seeds.
+///
+/// # Errors
+/// Database errors.
+pub async fn run(db: &DbConfig) -> Result<MigrateReport, JobError> {
+    let pool = db::pool(db, 1)?;
+    let r = db::migrate(&pool, &db.schema).await?;
+    tracing::info!(schema = %db.schema, version = r.version, applied = ?r.applied, "migrated");
+    Ok(r)
+}

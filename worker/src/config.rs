@@ -1,0 +1,399 @@
+//! Validated settings: raw flags ([`crate::cli`]) become these before anything connects.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::catalog::Dataset;
+use crate::cli;
+
+/// A configuration error, reported before any connection is made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is missing.
+    #[error("{0} is required (flag or environment variable)")]
+    Missing(&'static str),
+    /// A setting has an invalid value.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// Setting.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// A validated schema name: `[a-z_][a-z0-9_]{0,62}`. Displayed as a quoted identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema(String);
+
+impl Schema {
+    /// Validates a schema name.
+    ///
+    /// # Errors
+    /// When the name is empty, too long, or has characters outside `[a-z0-9_]`.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit()
+            && !name.starts_with("pg_");
+        if ok {
+            Ok(Schema(name.to_owned()))
+        } else {
+            Err(invalid(
+                "schema",
+                format!("{name:?}: use lower-case letters, digits and _ (max 63, not pg_*)"),
+            ))
+        }
+    }
+
+    /// The bare name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// `"schema"."table"`.
+    pub fn table(&self, table: &str) -> String {
+        format!("\"{}\".\"{}\"", self.0, table)
+    }
+}
+
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0)
+    }
+}
+
+/// Where the database is.
+#[derive(Clone)]
+pub struct DbConfig {
+    /// Connection URL (may hold a password: never printed).
+    pub url: String,
+    /// Schema of every table.
+    pub schema: Schema,
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+/// A URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+impl DbConfig {
+    /// From the global flags.
+    ///
+    /// # Errors
+    /// When the URL is missing or unparsable, or the schema name is invalid.
+    pub fn from_args(g: &cli::GlobalArgs) -> Result<Self, ConfigError> {
+        let url = g
+            .database_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or(ConfigError::Missing(
+                "--database-url / NEXINGEST_DATABASE_URL",
+            ))?;
+        url.parse::<tokio_postgres::Config>()
+            .map_err(|e| invalid("database URL", e.to_string()))?;
+        Ok(DbConfig {
+            url,
+            schema: Schema::new(&g.schema)?,
+        })
+    }
+}
+
+/// AWS endpoint, data buckets and the bucket allow-list.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// Custom endpoint (path-style S3, checksums when required).
+    pub endpoint_url: Option<String>,
+    /// Bucket per dataset.
+    pub nex_gddp_bucket: String,
+    /// LOCA bucket.
+    pub loca_bucket: String,
+    /// NEX-GDDP-CMIP6 bucket.
+    pub cmip6_bucket: String,
+    /// Every bucket a message may name (data buckets included).
+    pub allowed_buckets: BTreeSet<String>,
+}
+
+/// Whether a string is a plausible S3 bucket name (3–63 of `[a-z0-9.-]`).
+pub fn valid_bucket_name(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+impl AwsConfig {
+    /// From flags.
+    ///
+    /// # Errors
+    /// On an invalid endpoint URL or bucket name.
+    pub fn from_args(a: &cli::AwsArgs) -> Result<Self, ConfigError> {
+        let endpoint_url = a
+            .aws_endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &endpoint_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid("AWS endpoint URL", format!("{u:?} is not http(s)")));
+        }
+        let mut allowed = BTreeSet::new();
+        for b in [&a.nex_gddp_bucket, &a.loca_bucket, &a.cmip6_bucket]
+            .into_iter()
+            .chain(a.allowed_buckets.iter())
+        {
+            let b = b.trim();
+            if b.is_empty() {
+                continue;
+            }
+            if !valid_bucket_name(b) {
+                return Err(invalid(
+                    "bucket",
+                    format!("{b:?} is not a valid bucket name"),
+                ));
+            }
+            allowed.insert(b.to_owned());
+        }
+        Ok(AwsConfig {
+            endpoint_url,
+            nex_gddp_bucket: a.nex_gddp_bucket.clone(),
+            loca_bucket: a.loca_bucket.clone(),
+            cmip6_bucket: a.cmip6_bucket.clone(),
+            allowed_buckets: allowed,
+        })
+    }
+
+    /// The configured bucket of a dataset.
+    pub fn bucket(&self, d: Dataset) -> &str {
+        match d {
+            Dataset::NexGddp => &self.nex_gddp_bucket,
+            Dataset::Loca => &self.loca_bucket,
+            Dataset::NexGddpCmip6 => &self.cmip6_bucket,
+        }
+    }
+
+    /// Whether a message may name this bucket.
+    pub fn bucket_allowed(&self, b: &str) -> bool {
+        self.allowed_buckets.contains(b)
+    }
+}
+
+/// Validated pipeline tuning.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Memory budget for decoded grids, bytes.
+    pub memory_budget: u64,
+    /// Where downloads go.
+    pub work_dir: PathBuf,
+    /// Parallel ranged GETs per file.
+    pub download_concurrency: usize,
+    /// Bytes per ranged GET.
+    pub download_part: u64,
+    /// Nearest-data-cell search radius, km.
+    pub search_radius_km: f64,
+    /// Per-job time limit.
+    pub job_timeout: Duration,
+}
+
+impl PipelineConfig {
+    /// From flags.
+    ///
+    /// # Errors
+    /// On out-of-range values.
+    pub fn from_args(p: &cli::PipelineArgs) -> Result<Self, ConfigError> {
+        if p.memory_budget_mb < 64 {
+            return Err(invalid("--memory-budget-mb", "at least 64"));
+        }
+        if !(1..=64).contains(&p.download_concurrency) {
+            return Err(invalid("--download-concurrency", "1..=64"));
+        }
+        if !(1..=1024).contains(&p.download_part_mb) {
+            return Err(invalid("--download-part-mb", "1..=1024"));
+        }
+        if !(p.search_radius_km >= 0.0 && p.search_radius_km <= 1000.0) {
+            return Err(invalid("--search-radius-km", "0..=1000"));
+        }
+        if p.job_timeout == 0 {
+            return Err(invalid("--job-timeout", "must be positive"));
+        }
+        let work_dir = p.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Ok(PipelineConfig {
+            memory_budget: p.memory_budget_mb * 1024 * 1024,
+            work_dir,
+            download_concurrency: p.download_concurrency,
+            download_part: p.download_part_mb * 1024 * 1024,
+            search_radius_km: p.search_radius_km,
+            job_timeout: Duration::from_secs(p.job_timeout),
+        })
+    }
+}
+
+/// Which queue.
+#[derive(Debug, Clone)]
+pub enum QueueRef {
+    /// By URL.
+    Url(String),
+    /// By name.
+    Name(String),
+}
+
+impl QueueRef {
+    /// From flags.
+    ///
+    /// # Errors
+    /// When neither is given, or the name is invalid.
+    pub fn from_args(q: &cli::QueueArgs) -> Result<Self, ConfigError> {
+        match (&q.queue_url, &q.queue_name) {
+            (Some(u), _) if !u.is_empty() => Ok(QueueRef::Url(u.clone())),
+            (_, Some(n)) if !n.is_empty() => {
+                let ok = n.len() <= 80
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if ok {
+                    Ok(QueueRef::Name(n.clone()))
+                } else {
+                    Err(invalid("--queue-name", format!("{n:?}")))
+                }
+            }
+            _ => Err(ConfigError::Missing("--queue-url or --queue-name")),
+        }
+    }
+}
+
+/// Validated `run` settings.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Database.
+    pub db: DbConfig,
+    /// AWS.
+    pub aws: AwsConfig,
+    /// Queue.
+    pub queue: QueueRef,
+    /// Pipeline.
+    pub pipeline: PipelineConfig,
+    /// Max jobs in flight.
+    pub jobs: usize,
+    /// Visibility each heartbeat extends to.
+    pub visibility_timeout: Duration,
+    /// Long-poll wait.
+    pub wait_time: Duration,
+    /// Drain deadline after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Stop when empty.
+    pub until_empty: bool,
+    /// Attempts for transient failures per delivery.
+    pub max_attempts: usize,
+    /// Visibility after a permanent failure.
+    pub failed_visibility: Duration,
+    /// This worker's name in the ledger (host/pid).
+    pub worker_id: String,
+}
+
+impl RunConfig {
+    /// From flags.
+    ///
+    /// # Errors
+    /// On any invalid or missing setting.
+    pub fn from_args(g: &cli::GlobalArgs, r: &cli::RunArgs) -> Result<Self, ConfigError> {
+        if !(1..=64).contains(&r.jobs) {
+            return Err(invalid("--jobs", "1..=64"));
+        }
+        if !(3..=43_200).contains(&r.visibility_timeout) {
+            return Err(invalid("--visibility-timeout", "3..=43200 seconds"));
+        }
+        if r.wait_time > 20 {
+            return Err(invalid("--wait-time", "0..=20 seconds"));
+        }
+        if r.drain_timeout > 3600 {
+            return Err(invalid("--drain-timeout", "at most 3600 seconds"));
+        }
+        if !(1..=20).contains(&r.max_attempts) {
+            return Err(invalid("--max-attempts", "1..=20"));
+        }
+        if r.failed_visibility > 43_200 {
+            return Err(invalid("--failed-visibility", "0..=43200 seconds"));
+        }
+        Ok(RunConfig {
+            db: DbConfig::from_args(g)?,
+            aws: AwsConfig::from_args(&r.aws)?,
+            queue: QueueRef::from_args(&r.queue)?,
+            pipeline: PipelineConfig::from_args(&r.pipeline)?,
+            jobs: r.jobs,
+            visibility_timeout: Duration::from_secs(r.visibility_timeout.into()),
+            wait_time: Duration::from_secs(r.wait_time.into()),
+            drain_timeout: Duration::from_secs(r.drain_timeout),
+            until_empty: r.until_empty,
+            max_attempts: r.max_attempts,
+            failed_visibility: Duration::from_secs(r.failed_visibility.into()),
+            worker_id: worker_id(),
+        })
+    }
+}
+
+/// `host:pid`, for the ledger and logs.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(Schema::new("nexingest").is_ok());
+        assert!(Schema::new("t_1").is_ok());
+        assert!(Schema::new("Bad").is_err());
+        assert!(Schema::new("a\"; drop").is_err());
+        assert!(Schema::new("1a").is_err());
+        assert!(Schema::new("").is_err());
+        assert_eq!(
+            Schema::new("x").unwrap().table("map_cell"),
+            "\"x\".\"map_cell\""
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,215 @@
+//! The worker's concrete error: every failure of a job is sorted into transient (retry, let
+//! another delivery try again) or permanent (record on `data_source`, leave for the DLQ).
+
+use std::fmt;
+
+/// Whether a failure may go away by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Network, throttling, S3 5xx, Postgres 08xxx/40001/40P01/53xxx/57P0x: retry.
+    Transient,
+    /// Bad message, missing object, corrupt file, data errors: record and give up.
+    Permanent,
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        })
+    }
+}
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The message is not a valid job (bad JSON, unknown dataset, year out of range, URL not
+    /// allowed, …). Nothing is written for it.
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// An input object does not exist.
+    #[error("s3://{bucket}/{key}: object not found")]
+    NotFound {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// Any other S3 failure.
+    #[error("s3://{bucket}/{key}: {message}")]
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Key (or prefix).
+        key: String,
+        /// What went wrong (SDK error chain, no credentials in it).
+        message: String,
+        /// Whether retrying may help (5xx, throttling, timeouts, dispatch failures).
+        transient: bool,
+    },
+    /// A local input file is missing or unreadable.
+    #[error("{0}")]
+    Input(String),
+    /// The file could not be decoded (corrupt, wrong layout, missing days, …).
+    #[error("decode {file}: {message}")]
+    Decode {
+        /// The file (key or path).
+        file: String,
+        /// The decoder's error.
+        message: String,
+    },
+    /// The data do not make a valid job (e.g. variables on different grids).
+    #[error("data: {0}")]
+    Data(String),
+    /// A database error.
+    #[error("database: {message}")]
+    Database {
+        /// The error text with SQLSTATE.
+        message: String,
+        /// SQLSTATE when the server sent one.
+        code: Option<String>,
+        /// Whether retrying may help.
+        transient: bool,
+    },
+    /// Local I/O (temp files).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The message's visibility could not be extended: another worker may get it, so the
+    /// job's transaction is rolled back instead of committed.
+    #[error("lost the message: {0}")]
+    VisibilityLost(String),
+    /// Stopped by shutdown before it could finish.
+    #[error("cancelled by shutdown")]
+    Cancelled,
+    /// The job exceeded its time limit.
+    #[error("job timed out after {0} s")]
+    TimedOut(u64),
+}
+
+impl JobError {
+    /// Transient or permanent.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            JobError::InvalidMessage(_)
+            | JobError::NotFound { .. }
+            | JobError::Input(_)
+            | JobError::Decode { .. }
+            | JobError::Data(_) => ErrorClass::Permanent,
+            JobError::S3 { transient, .. } | JobError::Database { transient, .. } => {
+                if *transient {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
+            JobError::Io(_)
+            | JobError::VisibilityLost(_)
+            | JobError::Cancelled
+            | JobError::TimedOut(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+
+    /// Whether this ends the attempt without being a failure of the job itself (shutdown or
+    /// lost visibility): no retry here, no failure recorded.
+    pub fn is_abort(&self) -> bool {
+        matches!(self, JobError::Cancelled | JobError::VisibilityLost(_))
+    }
+}
+
+/// Whether a SQLSTATE is worth retrying: connection (08), serialization failure / deadlock
+/// (40001, 40P01), insufficient resources (53), operator intervention (57P01–57P03), and
+/// lock timeouts (55P03).
+pub fn sqlstate_is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03" | "57014"
+        )
+}
+
+impl From<tokio_postgres::Error> for JobError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code().to_owned());
+        // No SQLSTATE: the connection broke or timed out, which is transient; a closed
+        // connection is too.
+        let transient = match &code {
+            Some(c) => sqlstate_is_transient(c),
+            None => true,
+        };
+        let message = match e.as_db_error() {
+            Some(db) => format!(
+                "{} ({}){}",
+                db.message(),
+                db.code().code(),
+                db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+            ),
+            None => {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s.push_str(": ");
+                    s.push_str(&inner.to_string());
+                    src = inner.source();
+                }
+                s
+            }
+        };
+        JobError::Database {
+            message,
+            code,
+            transient,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for JobError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => JobError::Database {
+                message: format!("connection pool: {other}"),
+                code: None,
+                transient: true,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_sort_into_classes() {
+        assert!(sqlstate_is_transient("08006"));
+        assert!(sqlstate_is_transient("40001"));
+        assert!(sqlstate_is_transient("53100"));
+        assert!(!sqlstate_is_transient("22P02"));
+        assert!(!sqlstate_is_transient("42P01"));
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(
+            JobError::InvalidMessage("x".into()).class(),
+            ErrorClass::Permanent
+        );
+        assert_eq!(JobError::Cancelled.class(), ErrorClass::Transient);
+        assert!(JobError::Cancelled.is_abort());
+        let e = JobError::S3 {
+            bucket: "b".into(),
+            key: "k".into(),
+            message: "503".into(),
+            transient: true,
+        };
+        assert!(e.is_transient());
+    }
+}
