@@ -32,6 +32,9 @@ pub enum Calendar {
     AllLeap,
     /// `360_day`: twelve 30-day months.
     Day360,
+    /// `julian`: Feb 29 every fourth year. Model days keep their day of year; in century years
+    /// that are Julian but not Gregorian leap years (1900, 2100) the model's Feb 29 is dropped.
+    Julian,
 }
 
 impl Calendar {
@@ -44,6 +47,7 @@ impl Calendar {
             "noleap" | "no_leap" | "365_day" => Some(Calendar::NoLeap),
             "all_leap" | "366_day" => Some(Calendar::AllLeap),
             "360_day" => Some(Calendar::Day360),
+            "julian" => Some(Calendar::Julian),
             _ => None,
         }
     }
@@ -56,6 +60,7 @@ impl Calendar {
             Calendar::NoLeap => "noleap",
             Calendar::AllLeap => "all_leap",
             Calendar::Day360 => "360_day",
+            Calendar::Julian => "julian",
         }
     }
 
@@ -67,6 +72,13 @@ impl Calendar {
             Calendar::NoLeap => 365,
             Calendar::AllLeap => 366,
             Calendar::Day360 => 360,
+            Calendar::Julian => {
+                if year.rem_euclid(4) == 0 {
+                    366
+                } else {
+                    365
+                }
+            }
         }
     }
 
@@ -76,6 +88,13 @@ impl Calendar {
             Calendar::Day360 => 30,
             Calendar::NoLeap => MONTH_DAYS[month as usize - 1],
             Calendar::AllLeap => MONTH_DAYS_LEAP[month as usize - 1],
+            Calendar::Julian => {
+                if year.rem_euclid(4) == 0 {
+                    MONTH_DAYS_LEAP[month as usize - 1]
+                } else {
+                    MONTH_DAYS[month as usize - 1]
+                }
+            }
             Calendar::Standard | Calendar::ProlepticGregorian => {
                 if is_leap_year(year) {
                     MONTH_DAYS_LEAP[month as usize - 1]
@@ -115,8 +134,9 @@ pub fn slot_of(calendar: Calendar, year: i32, doy0: usize) -> Option<usize> {
     match calendar {
         Calendar::Standard | Calendar::ProlepticGregorian => Some(doy0),
         Calendar::NoLeap => Some(if leap && doy0 >= 59 { doy0 + 1 } else { doy0 }),
-        Calendar::AllLeap => {
-            if leap || doy0 < 59 {
+        Calendar::AllLeap | Calendar::Julian => {
+            let model_leap = calendar == Calendar::AllLeap || year.rem_euclid(4) == 0;
+            if leap || !model_leap || doy0 < 59 {
                 Some(doy0)
             } else if doy0 == 59 {
                 None
@@ -280,6 +300,12 @@ pub(crate) fn day_number(calendar: Calendar, date: Date) -> Option<i64> {
             }
             y * 360 + (m - 1) * 30 + d - 1
         }
+        Calendar::Julian => {
+            if day > calendar.days_in_month(year, month) {
+                return None;
+            }
+            julian_days(y, m, d)
+        }
     })
 }
 
@@ -303,6 +329,14 @@ pub(crate) fn model_day(calendar: Calendar, n: i64) -> Result<ModelDay, BeforeRe
             }
             let date = gregorian_date(n);
             let jan1 = gregorian_days(i64::from(date.year), 1, 1);
+            Ok(ModelDay {
+                date,
+                doy0: (n - jan1) as usize,
+            })
+        }
+        Calendar::Julian => {
+            let date = julian_date(n);
+            let jan1 = julian_days(i64::from(date.year), 1, 1);
             Ok(ModelDay {
                 date,
                 doy0: (n - jan1) as usize,
@@ -516,7 +550,8 @@ mod tests {
         assert_eq!(Calendar::from_cf("365_day"), Some(Calendar::NoLeap));
         assert_eq!(Calendar::from_cf("366_day"), Some(Calendar::AllLeap));
         assert_eq!(Calendar::from_cf("360_day"), Some(Calendar::Day360));
-        assert_eq!(Calendar::from_cf("julian"), None);
+        assert_eq!(Calendar::from_cf("julian"), Some(Calendar::Julian));
+        assert_eq!(Calendar::from_cf("noleap_but_not"), None);
         assert_eq!(Calendar::from_cf("none"), None);
     }
 
@@ -691,6 +726,28 @@ mod tests {
         assert_eq!(slots[364], 365);
         // Common year: identity.
         assert!((0..365).all(|d| slot_of(Calendar::NoLeap, 2001, d) == Some(d)));
+    }
+
+    #[test]
+    fn julian_calendar() {
+        // Julian 2015-01-01 is Gregorian 2015-01-14; the model date keeps its day of year.
+        let n = day_number(
+            Calendar::Julian,
+            Date {
+                year: 2015,
+                month: 1,
+                day: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(n, gregorian_days(2015, 1, 14));
+        assert_eq!(model_day(Calendar::Julian, n).unwrap().doy0, 0);
+        assert_eq!(Calendar::Julian.days_in_year(2100), 366);
+        // 2100: Julian leap year, Gregorian common year → model Feb 29 dropped.
+        assert_eq!(slot_of(Calendar::Julian, 2100, 59), None);
+        assert_eq!(slot_of(Calendar::Julian, 2100, 60), Some(59));
+        assert!((0..366).all(|d| slot_of(Calendar::Julian, 2000, d) == Some(d)));
+        assert!((0..365).all(|d| slot_of(Calendar::Julian, 2015, d) == Some(d)));
     }
 
     #[test]

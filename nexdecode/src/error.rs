@@ -105,7 +105,7 @@ pub enum DecodeError {
     /// The time coordinate's calendar is not one of the CF calendars this crate supports.
     #[error(
         "{path}: unsupported calendar `{calendar}`; supported: standard, gregorian, proleptic_gregorian, \
-         noleap, 365_day, all_leap, 366_day, 360_day"
+         noleap, 365_day, all_leap, 366_day, 360_day, julian"
     )]
     UnsupportedCalendar {
         /// The file.

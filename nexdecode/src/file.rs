@@ -236,9 +236,12 @@ impl GridFile {
     ) -> Result<YearBlock, DecodeError> {
         let _span = tracing::debug_span!("decode_year", path = %self.path.display(), var = %self.info.name, year)
             .entered();
-        let steps = self
-            .time
-            .plan_year(&self.path, year, options.single_year_file)?;
+        let steps = self.time.plan_year(
+            &self.path,
+            year,
+            options.single_year_file,
+            options.allow_incomplete_year,
+        )?;
         let days = calendar::real_days_in_year(year);
         let flat: Vec<usize> = match cells {
             CellSelection::AllData => (0..self.grid.len()).collect(),

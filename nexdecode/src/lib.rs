@@ -56,6 +56,7 @@ mod locate;
 mod meta;
 mod netcdf_read;
 mod options;
+pub mod profile;
 mod series;
 
 pub use calendar::{Calendar, Date, TimeUnits, is_leap_year, real_days_in_year, slot_of};

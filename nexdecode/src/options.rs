@@ -29,6 +29,10 @@ pub struct DecodeOptions {
     /// error ([`DecodeError::DaysOutsideYear`](crate::DecodeError::DaysOutsideYear)). True for
     /// the three datasets' one-year files; default false (multi-year files allowed).
     pub single_year_file: bool,
+    /// Decode a year even when some of its days are absent from the file (their slots stay
+    /// missing) instead of failing with
+    /// [`DecodeError::IncompleteYear`](crate::DecodeError::IncompleteYear). Default false.
+    pub allow_incomplete_year: bool,
 }
 
 impl Default for DecodeOptions {
@@ -37,6 +41,7 @@ impl Default for DecodeOptions {
             read_path: ReadPath::Auto,
             data_radius_km: 50.0,
             single_year_file: false,
+            allow_incomplete_year: false,
         }
     }
 }

@@ -96,18 +96,20 @@ impl TimeAxis {
     ///
     /// # Errors
     /// [`DecodeError::IncompleteYear`] when any day of the year (in the file's calendar) is
-    /// absent; [`DecodeError::DaysOutsideYear`] when `single_year` and the file holds other days.
+    /// absent (unless `allow_incomplete` and at least one is present);
+    /// [`DecodeError::DaysOutsideYear`] when `single_year` and the file holds other days.
     pub fn plan_year(
         &self,
         path: &Path,
         year: i32,
         single_year: bool,
+        allow_incomplete: bool,
     ) -> Result<Vec<StepSlot>, DecodeError> {
         let start = self.days.partition_point(|d| d.date.year < year);
         let end = self.days.partition_point(|d| d.date.year <= year);
         let expected = self.calendar.days_in_year(year);
         let found = end - start;
-        if found != expected {
+        if found != expected && !(allow_incomplete && found > 0) {
             let detail = if found == 0 {
                 match (self.days.first(), self.days.last()) {
                     (Some(a), Some(b)) => format!("; the file covers {} .. {}", a.date, b.date),
@@ -266,7 +268,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.years(), vec![1980]);
-        let plan = t.plan_year(&p(), 1980, true).unwrap();
+        let plan = t.plan_year(&p(), 1980, true, false).unwrap();
         assert_eq!(plan.len(), 366);
         assert!(
             plan.iter()
@@ -286,7 +288,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.years(), (2000..=2009).collect::<Vec<_>>());
-        let plan = t.plan_year(&p(), 2000, false).unwrap();
+        let plan = t.plan_year(&p(), 2000, false, false).unwrap();
         assert_eq!(plan.len(), 365);
         assert_eq!(
             plan[0],
@@ -297,7 +299,7 @@ mod tests {
         );
         assert_eq!(plan[58].slot, 58);
         assert_eq!(plan[59].slot, 60); // Mar 1 → slot 60, slot 59 (Feb 29) empty
-        let plan = t.plan_year(&p(), 2001, false).unwrap();
+        let plan = t.plan_year(&p(), 2001, false, false).unwrap();
         assert_eq!(
             plan[0],
             StepSlot {
@@ -313,11 +315,11 @@ mod tests {
             }
         );
         assert!(matches!(
-            t.plan_year(&p(), 2000, true),
+            t.plan_year(&p(), 2000, true, false),
             Err(DecodeError::DaysOutsideYear { count: 3285, .. })
         ));
         assert!(matches!(
-            t.plan_year(&p(), 2010, false),
+            t.plan_year(&p(), 2010, false, false),
             Err(DecodeError::IncompleteYear { found: 0, .. })
         ));
     }
@@ -333,7 +335,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.years(), vec![1961]);
-        let plan = t.plan_year(&p(), 1961, true).unwrap();
+        let plan = t.plan_year(&p(), 1961, true, false).unwrap();
         assert_eq!(plan.len(), 360);
         assert_eq!(plan.last().unwrap().slot, 364);
     }
@@ -350,7 +352,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.years().first(), Some(&1980));
         assert_eq!(t.years().last(), Some(&1990));
-        let err = t.plan_year(&p(), 1980, false).unwrap_err();
+        let err = t.plan_year(&p(), 1980, false, false).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -363,7 +365,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("/data/x.nc"));
-        assert_eq!(t.plan_year(&p(), 1984, false).unwrap().len(), 366);
+        assert_eq!(t.plan_year(&p(), 1984, false, false).unwrap().len(), 366);
         // A gap in the middle of a year.
         let mut v = daily(0.5, 365);
         v.remove(100);
@@ -374,10 +376,20 @@ mod tests {
             &v,
         )
         .unwrap();
-        let err = t.plan_year(&p(), 1981, false).unwrap_err();
+        let err = t.plan_year(&p(), 1981, false, false).unwrap_err();
         assert!(
             err.to_string().contains("first missing day is day 101"),
             "{err}"
+        );
+        // Allowed incomplete: the 364 present days keep their slots, day 101 stays empty.
+        let plan = t.plan_year(&p(), 1981, false, true).unwrap();
+        assert_eq!(plan.len(), 364);
+        assert_eq!(
+            plan[100],
+            StepSlot {
+                time_index: 100,
+                slot: 101
+            }
         );
     }
 
@@ -455,7 +467,7 @@ mod tests {
             &daily(0.0, 366),
         )
         .unwrap();
-        let plan = t.plan_year(&p(), 2001, true).unwrap();
+        let plan = t.plan_year(&p(), 2001, true, false).unwrap();
         assert_eq!(plan.len(), 365);
         assert_eq!(
             plan[59],
