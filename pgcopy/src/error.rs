@@ -148,24 +148,24 @@ impl LoadError {
 
     /// Whether running the same load again may succeed.
     ///
-    /// Retryable: connection loss or I/O errors (no SQLSTATE, or class `08`), serialization
+    /// Retryable: connection loss or I/O errors (closed connection, or class `08`), serialization
     /// failure `40001`, deadlock `40P01`, insufficient resources (class `53`), administrator
     /// shutdown/crash/cannot-connect-now `57P01`–`57P03`, pool timeouts, and [`LoadError::Timeout`].
     /// Not retryable: data exceptions (class `22`), integrity violations (class `23`), syntax or
     /// missing objects (class `42`), encoding and configuration errors.
     pub fn is_retryable(&self) -> bool {
         match self {
-            LoadError::Postgres { sqlstate, .. } => match sqlstate {
+            LoadError::Postgres {
+                sqlstate, source, ..
+            } => match sqlstate {
                 Some(code) => sqlstate_is_retryable(code.code()),
-                // No SQLSTATE: the connection was closed or an I/O error occurred (pgcopy sends
-                // only pre-encoded data, so client-side conversion errors cannot occur).
-                None => true,
+                None => is_connection_error(source),
             },
             LoadError::Pool(e) => match e {
                 deadpool_postgres::PoolError::Timeout(_) => true,
                 deadpool_postgres::PoolError::Backend(e) => match e.code() {
                     Some(code) => sqlstate_is_retryable(code.code()),
-                    None => true,
+                    None => is_connection_error(e),
                 },
                 _ => false,
             },
@@ -173,6 +173,22 @@ impl LoadError {
             _ => false,
         }
     }
+}
+
+/// A tokio-postgres error without SQLSTATE is transient when the connection closed or an I/O
+/// error occurred; parameter conversion or protocol errors are not.
+fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether an SQLSTATE code denotes a transient condition (see [`LoadError::is_retryable`]).

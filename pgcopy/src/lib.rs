@@ -38,5 +38,6 @@ pub mod load;
 pub use encode::{Column, ColumnType, Columns, CopyBuffer, RowWriter, Validity};
 pub use error::{EncodeError, LoadError};
 pub use load::{
-    KeyValue, LoadStats, LoaderConfig, RowSource, Strategy, Table, load, quote_ident, with_timeout,
+    KeyValue, LoadStats, LoaderConfig, RowSource, Strategy, Table, load, quote_ident, source_fn,
+    with_timeout,
 };

@@ -335,6 +335,28 @@ where
     }
 }
 
+/// Passes a closure through unchanged, fixing its signature so closures written inline get
+/// their argument and error types inferred.
+///
+/// ```
+/// let mut left = 3;
+/// let source = pgcopy::source_fn(move |buf| {
+///     if left == 0 {
+///         return Ok(false);
+///     }
+///     left -= 1;
+///     buf.row().int4(left)?.finish()?;
+///     Ok(true)
+/// });
+/// # let _ = source;
+/// ```
+pub fn source_fn<F>(f: F) -> F
+where
+    F: FnMut(&mut CopyBuffer) -> Result<bool, EncodeError> + Send + 'static,
+{
+    f
+}
+
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LoadError {
@@ -362,13 +384,13 @@ fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LoadError 
 /// )?;
 /// let cells: Vec<(i32, Vec<f32>)> = vec![(1, vec![280.5; 365])];
 /// let mut rows = cells.into_iter();
-/// let source = move |buf: &mut pgcopy::CopyBuffer| match rows.next() {
+/// let source = pgcopy::source_fn(move |buf| match rows.next() {
 ///     Some((cell, series)) => {
 ///         buf.row().int4(42)?.int4(cell)?.float4_array(&series, Validity::NanIsNull)?.finish()?;
 ///         Ok(true)
 ///     }
 ///     None => Ok(false),
-/// };
+/// });
 ///
 /// let mut client = pool.get().await?;
 /// let tx = client.transaction().await?;
