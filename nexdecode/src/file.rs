@@ -6,6 +6,7 @@ use ndarray::Array2;
 
 use crate::block::BlockRequest;
 use crate::calendar::{self, Calendar, Date};
+use crate::chunked;
 use crate::error::DecodeError;
 use crate::grid::Grid;
 use crate::meta::{self, Dtype, VariableInfo};
@@ -295,15 +296,22 @@ impl GridFile {
         req: &BlockRequest<'_>,
         path: ReadPath,
     ) -> Result<Array2<f32>, DecodeError> {
+        let netcdf = || netcdf_read::decode_netcdf(&self.path, &self.file, req, self.info.dtype);
         match path {
-            ReadPath::Netcdf | ReadPath::Auto => {
-                netcdf_read::decode_netcdf(&self.path, &self.file, req, self.info.dtype)
-            }
-            ReadPath::Chunked => Err(DecodeError::UnsupportedStorage {
-                path: self.path.clone(),
-                variable: self.info.name.clone(),
-                detail: "the chunked fast path is not available in this build; use ReadPath::Auto"
-                    .into(),
+            ReadPath::Netcdf => netcdf(),
+            ReadPath::Auto => match chunked::decode_chunked(&self.path, req)? {
+                Some(block) => Ok(block),
+                None => netcdf(),
+            },
+            ReadPath::Chunked => chunked::decode_chunked(&self.path, req)?.ok_or_else(|| {
+                DecodeError::UnsupportedStorage {
+                    path: self.path.clone(),
+                    variable: self.info.name.clone(),
+                    detail: "not eligible for the chunked fast path (it needs a NetCDF-4 float \
+                             variable stored in chunks with exactly shuffle+deflate or deflate); \
+                             use ReadPath::Auto or ReadPath::Netcdf"
+                        .into(),
+                }
             }),
         }
     }

@@ -49,6 +49,7 @@
 
 mod block;
 mod calendar;
+mod chunked;
 mod error;
 mod file;
 mod grid;
