@@ -27,5 +27,6 @@ pub mod error;
 pub mod locations;
 pub mod logging;
 pub mod message;
+pub mod pipeline;
 pub mod queue;
 pub mod s3;
