@@ -2,8 +2,9 @@
 
 use crate::error::DecodeError;
 use crate::file::GridFile;
-use crate::grid::CellIndex;
+use crate::grid::{CellIndex, Grid};
 use crate::options::{CellSelection, DecodeOptions};
+use crate::series::YearBlock;
 
 /// Where a location landed on the grid.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,46 +96,38 @@ impl GridFile {
             known = merge(known, more);
         }
 
-        Ok(points
+        Ok(choose(grid, points, &nearest, &candidates, |c| {
+            known.get(grid.flat(c)) == Some(true)
+        }))
+    }
+
+    /// Like [`GridFile::locate`], but takes the data cells from an already decoded block (e.g.
+    /// the [`CellSelection::AllData`] block of the year) instead of reading the file: a cell has
+    /// data when the block holds it with at least one valid value. No I/O, no errors.
+    pub fn locate_in(
+        &self,
+        data: &YearBlock,
+        points: &[(f64, f64)],
+        options: &DecodeOptions,
+    ) -> Vec<LocationMatch> {
+        let grid = self.grid();
+        let has = |c: CellIndex| data.row_of(c).is_some_and(|r| data.valid_count_row(r) > 0);
+        let nearest: Vec<Option<CellIndex>> = points
+            .iter()
+            .map(|&(la, lo)| grid.nearest_cell(la, lo))
+            .collect();
+        let candidates: Vec<Vec<(CellIndex, f64)>> = points
             .iter()
             .zip(&nearest)
-            .zip(&candidates)
-            .map(|((&(lat, lon), &near), cands)| {
-                if let Some(c) = near
-                    && known.get(grid.flat(c)) == Some(true)
-                {
-                    return LocationMatch {
-                        lat,
-                        lon,
-                        cell: Some(c),
-                        distance_km: grid.distance_km(lat, lon, c),
-                        nearest: near,
-                        substituted: false,
-                    };
-                }
-                match cands
-                    .iter()
-                    .find(|(c, _)| known.get(grid.flat(*c)) == Some(true))
-                {
-                    Some(&(c, d)) => LocationMatch {
-                        lat,
-                        lon,
-                        cell: Some(c),
-                        distance_km: d,
-                        nearest: near,
-                        substituted: true,
-                    },
-                    None => LocationMatch {
-                        lat,
-                        lon,
-                        cell: None,
-                        distance_km: f64::NAN,
-                        nearest: near,
-                        substituted: false,
-                    },
+            .map(|(&(la, lo), near)| {
+                if near.is_some_and(has) || options.data_radius_km <= 0.0 {
+                    Vec::new()
+                } else {
+                    grid.cells_within(la, lo, options.data_radius_km)
                 }
             })
-            .collect())
+            .collect();
+        choose(grid, points, &nearest, &candidates, has)
     }
 
     /// Decodes the cells for the year and records which hold at least one valid value.
@@ -151,6 +144,55 @@ impl GridFile {
         let flat = block.cells.iter().map(|&c| self.grid().flat(c)).collect();
         Ok(Known { flat, has_data })
     }
+}
+
+/// The match of each point: its nearest cell when that has data, else the first candidate
+/// (nearest first) with data, else unmatched.
+fn choose(
+    grid: &Grid,
+    points: &[(f64, f64)],
+    nearest: &[Option<CellIndex>],
+    candidates: &[Vec<(CellIndex, f64)>],
+    has: impl Fn(CellIndex) -> bool,
+) -> Vec<LocationMatch> {
+    points
+        .iter()
+        .zip(nearest)
+        .zip(candidates)
+        .map(|((&(lat, lon), &near), cands)| {
+            if let Some(c) = near
+                && has(c)
+            {
+                let distance_km = grid.distance_km(lat, lon, c);
+                return LocationMatch {
+                    lat,
+                    lon,
+                    cell: Some(c),
+                    distance_km,
+                    nearest: near,
+                    substituted: false,
+                };
+            }
+            match cands.iter().find(|(c, _)| has(*c)) {
+                Some(&(c, d)) => LocationMatch {
+                    lat,
+                    lon,
+                    cell: Some(c),
+                    distance_km: d,
+                    nearest: near,
+                    substituted: true,
+                },
+                None => LocationMatch {
+                    lat,
+                    lon,
+                    cell: None,
+                    distance_km: f64::NAN,
+                    nearest: near,
+                    substituted: false,
+                },
+            }
+        })
+        .collect()
 }
 
 fn merge(a: Known, b: Known) -> Known {

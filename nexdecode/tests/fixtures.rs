@@ -324,6 +324,17 @@ fn locate_uses_nearest_data_cell_within_radius() {
     assert_eq!(m[2].cell, None);
     assert_eq!(m[2].nearest, None);
     assert!(m[2].distance_km.is_nan());
+    // The same from an already decoded AllData block, without reading the file again.
+    let all = file
+        .decode_year(year, &CellSelection::AllData, &opts)
+        .unwrap();
+    let m2 = file.locate_in(&all, &points, &opts);
+    let key =
+        |x: &nexdecode::LocationMatch| (x.cell, x.nearest, x.substituted, x.distance_km.to_bits());
+    assert_eq!(
+        m2.iter().map(key).collect::<Vec<_>>(),
+        m.iter().map(key).collect::<Vec<_>>()
+    );
     // A radius smaller than the distance to any data cell: unmatched, not dropped.
     let tight = DecodeOptions {
         data_radius_km: want_d * 0.5,
