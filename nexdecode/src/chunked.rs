@@ -38,13 +38,16 @@ use crate::error::DecodeError;
 const HDF5_MAGIC: [u8; 8] = *b"\x89HDF\r\n\x1a\n";
 
 /// Decompressed bytes held per batch (the last chunk row of a batch may exceed it).
-pub(crate) const BATCH_BYTES: usize = 48 << 20;
+pub(crate) const BATCH_BYTES: usize = 128 << 20;
 
 /// Most time steps transposed together (one row of the transpose tile per step).
-const MAX_BATCH_STEPS: usize = 16;
+const MAX_BATCH_STEPS: usize = 32;
 
 /// Output cells (rows) per transpose task.
-const TILE_CELLS: usize = 512;
+const TILE_CELLS: usize = 256;
+
+/// How many output rows ahead [`scatter`] prefetches.
+const PREFETCH_ROWS: usize = 8;
 
 /// `HADDR_UNDEF`: a chunk that has no storage.
 const ADDR_UNDEF: u64 = u64::MAX;
@@ -64,8 +67,12 @@ pub(crate) fn decode_chunked(
     path: &Path,
     req: &BlockRequest<'_>,
 ) -> Result<Option<Array2<f32>>, DecodeError> {
-    let _span = tracing::debug_span!("decode_chunked", var = req.var, cells = req.cells.len(),
-        steps = req.steps.len())
+    let _span = tracing::debug_span!(
+        "decode_chunked",
+        var = req.var,
+        cells = req.cells.len(),
+        steps = req.steps.len()
+    )
     .entered();
     if !request_is_valid(req) || !has_hdf5_magic(path) {
         return Ok(None);
@@ -80,14 +87,39 @@ pub(crate) fn decode_chunked(
     };
     let plan = Plan::new(req, &layout);
     if !plan.chunks_present(&layout) {
-        tracing::debug!(var = req.var, "chunk without storage; using the netcdf path");
+        tracing::debug!(
+            var = req.var,
+            "chunk without storage; using the netcdf path"
+        );
         return Ok(None);
     }
     let mut out = vec![0.0_f32; req.cells.len() * req.days];
+    advise_huge_pages(&mut out);
     decode_into(&file, path, req, &layout, &plan, &mut out)?;
     let out = Array2::from_shape_vec((req.cells.len(), req.days), out)
         .expect("output length is cells * days");
     Ok(Some(out))
+}
+
+/// Asks the kernel to back a large, still untouched output buffer with transparent huge pages
+/// (`MADV_HUGEPAGE`; THP is usually in `madvise` mode). The transpose writes every output row
+/// once per batch, `days` floats apart: with 4 KiB pages that is a TLB miss every few rows and a
+/// page fault per 4 KiB on first touch. Purely advisory: errors are ignored.
+fn advise_huge_pages(buf: &mut [f32]) {
+    const HUGE: usize = 2 << 20;
+    let bytes = std::mem::size_of_val(buf);
+    if bytes < 4 * HUGE {
+        return;
+    }
+    let start = buf.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let end = (start + bytes) / HUGE * HUGE;
+    if end > aligned {
+        // SAFETY: the range lies inside `buf`'s allocation; MADV_HUGEPAGE changes no contents.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+        }
+    }
 }
 
 /// Rejects requests that break the [`BlockRequest`] contract (the netcdf path reports them).
@@ -96,13 +128,22 @@ fn request_is_valid(req: &BlockRequest<'_>) -> bool {
     let ncell = ny.saturating_mul(nx);
     req.cells.windows(2).all(|w| w[0] < w[1])
         && req.cells.last().is_none_or(|&c| c < ncell)
-        && req.steps.windows(2).all(|w| w[0].time_index <= w[1].time_index)
-        && req.steps.iter().all(|s| s.time_index < nt && s.slot < req.days)
+        && req
+            .steps
+            .windows(2)
+            .all(|w| w[0].time_index <= w[1].time_index)
+        && req
+            .steps
+            .iter()
+            .all(|s| s.time_index < nt && s.slot < req.days)
 }
 
 fn has_hdf5_magic(path: &Path) -> bool {
     let mut head = [0_u8; 8];
-    File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == HDF5_MAGIC
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head == HDF5_MAGIC
 }
 
 /// Where one chunk's bytes are and which filters were applied to it.
@@ -171,14 +212,25 @@ impl Layout {
             }
             let off: [usize; 3] =
                 [0, 1, 2].map(|d| info.offset.get(d).map_or(usize::MAX, |&o| o as usize));
-            if (0..3).any(|d| off[d] % chunk[d] != 0 || off[d] >= req.shape[d]) {
+            if (0..3).any(|d| !off[d].is_multiple_of(chunk[d]) || off[d] >= req.shape[d]) {
                 return None;
             }
-            let pos = ((off[0] / chunk[0]) * grid[1] + off[1] / chunk[1]) * grid[2]
-                + off[2] / chunk[2];
-            chunks[pos] = Some(ChunkLoc { addr: info.addr, size: info.size, mask: info.filter_mask });
+            let pos =
+                ((off[0] / chunk[0]) * grid[1] + off[1] / chunk[1]) * grid[2] + off[2] / chunk[2];
+            chunks[pos] = Some(ChunkLoc {
+                addr: info.addr,
+                size: info.size,
+                mask: info.filter_mask,
+            });
         }
-        Some(Layout { chunk, grid, shuffle_pos, deflate_pos, big_endian, chunks })
+        Some(Layout {
+            chunk,
+            grid,
+            shuffle_pos,
+            deflate_pos,
+            big_endian,
+            chunks,
+        })
         // `ds` and `file` close here, still under the lock.
     }
 
@@ -239,7 +291,12 @@ impl Plan {
                 Some(r) if r.spatial == s && r.off + r.len == off && r.cell + r.len == i => {
                     r.len += 1
                 }
-                _ => runs.push(Run { cell: i, len: 1, spatial: s, off }),
+                _ => runs.push(Run {
+                    cell: i,
+                    len: 1,
+                    spatial: s,
+                    off,
+                }),
             }
         }
         let mut time_chunks: Vec<TimeChunk> = Vec::new();
@@ -250,11 +307,19 @@ impl Plan {
             covered[st.slot] = true;
             match time_chunks.last_mut() {
                 Some(t) if t.tc == tc => t.steps.push((ti, st.slot)),
-                _ => time_chunks.push(TimeChunk { tc, steps: vec![(ti, st.slot)] }),
+                _ => time_chunks.push(TimeChunk {
+                    tc,
+                    steps: vec![(ti, st.slot)],
+                }),
             }
         }
         let uncovered = (0..req.days).filter(|&d| !covered[d]).collect();
-        Plan { spatial, runs, time_chunks, uncovered }
+        Plan {
+            spatial,
+            runs,
+            time_chunks,
+            uncovered,
+        }
     }
 
     fn chunk_pos(&self, layout: &Layout, tc: usize, spatial: usize) -> usize {
@@ -263,7 +328,8 @@ impl Plan {
 
     fn chunks_present(&self, layout: &Layout) -> bool {
         self.time_chunks.iter().all(|t| {
-            (0..self.spatial.len()).all(|s| layout.chunks[self.chunk_pos(layout, t.tc, s)].is_some())
+            (0..self.spatial.len())
+                .all(|s| layout.chunks[self.chunk_pos(layout, t.tc, s)].is_some())
         })
     }
 }
@@ -324,8 +390,7 @@ fn decode_into(
         let mut nsteps = 0;
         while take < tcs.len() {
             let more = tcs[take].steps.len();
-            if take > 0
-                && ((take + 1) * row_bytes > BATCH_BYTES || nsteps + more > MAX_BATCH_STEPS)
+            if take > 0 && ((take + 1) * row_bytes > BATCH_BYTES || nsteps + more > MAX_BATCH_STEPS)
             {
                 break;
             }
@@ -343,21 +408,39 @@ fn decode_into(
                 jobs.push((t.tc * layout.chunk[0], loc));
             }
             for &(ti, slot) in &t.steps {
-                steps.push(BatchStep { buf: k * nsp, plane: ti * layout.chunk[1] * layout.chunk[2], slot });
+                steps.push(BatchStep {
+                    buf: k * nsp,
+                    plane: ti * layout.chunk[1] * layout.chunk[2],
+                    slot,
+                });
             }
         }
         if bufs.len() < jobs.len() {
             bufs.resize_with(jobs.len(), ChunkBuf::default);
         }
-        bufs[..jobs.len()].par_iter_mut().zip(jobs.par_iter()).try_for_each(
-            |(buf, &(t0, loc))| read_chunk(file, layout, loc, chunk_bytes, buf).map_err(|detail| {
-                DecodeError::Corrupt {
-                    path: path.to_path_buf(),
-                    detail: format!("variable `{}`, chunk at time index {t0}: {detail}", req.var),
-                }
-            }),
-        )?;
-        transpose_batch(&bufs[..jobs.len()], &steps, plan, layout, &kernel, days, out);
+        bufs[..jobs.len()]
+            .par_iter_mut()
+            .zip(jobs.par_iter())
+            .try_for_each(|(buf, &(t0, loc))| {
+                read_chunk(file, layout, loc, chunk_bytes, buf).map_err(|detail| {
+                    DecodeError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!(
+                            "variable `{}`, chunk at time index {t0}: {detail}",
+                            req.var
+                        ),
+                    }
+                })
+            })?;
+        transpose_batch(
+            &bufs[..jobs.len()],
+            &steps,
+            plan,
+            layout,
+            &kernel,
+            days,
+            out,
+        );
     }
     Ok(())
 }
@@ -376,11 +459,16 @@ fn read_chunk(
     buf.bytes.resize(chunk_bytes, 0);
     let size = usize::try_from(loc.size).map_err(|_| "chunk size overflows".to_string())?;
     let short = |e: io::Error| {
-        format!("cannot read {size} bytes at offset {} (truncated file?): {e}", loc.addr)
+        format!(
+            "cannot read {size} bytes at offset {} (truncated file?): {e}",
+            loc.addr
+        )
     };
     if !deflated {
         if size != chunk_bytes {
-            return Err(format!("stored uncompressed chunk has {size} bytes, expected {chunk_bytes}"));
+            return Err(format!(
+                "stored uncompressed chunk has {size} bytes, expected {chunk_bytes}"
+            ));
         }
         return file.read_exact_at(&mut buf.bytes, loc.addr).map_err(short);
     }
@@ -390,13 +478,16 @@ fn read_chunk(
         file.read_exact_at(compressed, loc.addr).map_err(short)?;
         match inflater.zlib_decompress(compressed, &mut buf.bytes) {
             Ok(n) if n == chunk_bytes => Ok(()),
-            Ok(n) => Err(format!("chunk inflates to {n} bytes, expected {chunk_bytes}")),
+            Ok(n) => Err(format!(
+                "chunk inflates to {n} bytes, expected {chunk_bytes}"
+            )),
             Err(DecompressionError::InsufficientSpace) => {
                 Err(format!("chunk inflates to more than {chunk_bytes} bytes"))
             }
-            Err(DecompressionError::BadData) => {
-                Err(format!("chunk of {size} bytes at offset {} does not inflate", loc.addr))
-            }
+            Err(DecompressionError::BadData) => Err(format!(
+                "chunk of {size} bytes at offset {} does not inflate",
+                loc.addr
+            )),
         }
     })
 }
@@ -414,52 +505,80 @@ fn transpose_batch(
 ) {
     let nsteps = steps.len();
     let plane_len = layout.chunk_elems();
-    out.par_chunks_mut(TILE_CELLS * days).enumerate().for_each_init(
-        || vec![0.0_f32; TILE_CELLS * MAX_BATCH_STEPS.max(nsteps)],
-        |tmp, (tile, rows)| {
-            let c0 = tile * TILE_CELLS;
-            let c1 = c0 + rows.len() / days;
-            let first = plan.runs.partition_point(|r| r.cell + r.len <= c0);
-            for run in &plan.runs[first..] {
-                if run.cell >= c1 {
-                    break;
+    out.par_chunks_mut(TILE_CELLS * days)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0_f32; TILE_CELLS * MAX_BATCH_STEPS.max(nsteps)],
+            |tmp, (tile, rows)| {
+                let c0 = tile * TILE_CELLS;
+                let c1 = c0 + rows.len() / days;
+                let first = plan.runs.partition_point(|r| r.cell + r.len <= c0);
+                for run in &plan.runs[first..] {
+                    if run.cell >= c1 {
+                        break;
+                    }
+                    let a = run.cell.max(c0);
+                    let b = (run.cell + run.len).min(c1);
+                    let off = run.off + (a - run.cell);
+                    let len = b - a;
+                    for (s, st) in steps.iter().enumerate() {
+                        let buf = &bufs[st.buf + run.spatial];
+                        let dst = &mut tmp[s * TILE_CELLS + (a - c0)..][..len];
+                        kernel.decode(buf, plane_len, st.plane + off, dst, layout.big_endian);
+                    }
                 }
-                let a = run.cell.max(c0);
-                let b = (run.cell + run.len).min(c1);
-                let off = run.off + (a - run.cell);
-                let len = b - a;
-                for (s, st) in steps.iter().enumerate() {
-                    let buf = &bufs[st.buf + run.spatial];
-                    let dst = &mut tmp[s * TILE_CELLS + (a - c0)..][..len];
-                    kernel.decode(buf, plane_len, st.plane + off, dst, layout.big_endian);
-                }
-            }
-            let n = c1 - c0;
-            scatter(&tmp[..nsteps * TILE_CELLS], steps, rows, n, days);
-        },
-    );
+                let n = c1 - c0;
+                scatter(&tmp[..nsteps * TILE_CELLS], steps, rows, n, days);
+            },
+        );
 }
 
 /// `rows[i * days + steps[s].slot] = tmp[s * TILE_CELLS + i]`.
+///
+/// Output rows are `days` floats apart, so every row write misses the cache; the lines of the
+/// rows [`PREFETCH_ROWS`] ahead are prefetched to keep many misses in flight.
 #[inline]
 fn scatter(tmp: &[f32], steps: &[BatchStep], rows: &mut [f32], n: usize, days: usize) {
+    let lo = steps.iter().map(|s| s.slot).min().unwrap_or(0);
+    let hi = steps.iter().map(|s| s.slot).max().unwrap_or(0);
+    let base = rows.as_ptr();
+    let prefetch = |i: usize| {
+        let row = (i + PREFETCH_ROWS) * days;
+        prefetch_line(base.wrapping_add(row + lo));
+        prefetch_line(base.wrapping_add(row + (lo + hi) / 2));
+        prefetch_line(base.wrapping_add(row + hi));
+    };
     let consecutive = steps.windows(2).all(|w| w[1].slot == w[0].slot + 1);
     if consecutive {
-        let s0 = steps[0].slot;
         let ns = steps.len();
         for (i, row) in rows.chunks_exact_mut(days).take(n).enumerate() {
-            let dst = &mut row[s0..s0 + ns];
+            prefetch(i);
+            let dst = &mut row[lo..lo + ns];
             for (s, d) in dst.iter_mut().enumerate() {
                 *d = tmp[s * TILE_CELLS + i];
             }
         }
     } else {
         for (i, row) in rows.chunks_exact_mut(days).take(n).enumerate() {
+            prefetch(i);
             for (s, st) in steps.iter().enumerate() {
                 row[st.slot] = tmp[s * TILE_CELLS + i];
             }
         }
     }
+}
+
+/// Hints the CPU to fetch the cache line holding `p` (never faults, whatever the address).
+#[inline(always)]
+fn prefetch_line(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is only a hint: it reads nothing and cannot fault, so any address,
+    // even one outside the buffer, is fine.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Raw → clean conversion, specialised for the common rules.
@@ -475,7 +594,10 @@ enum Kernel {
 
 impl Kernel {
     fn new(rule: &ValueRule) -> Kernel {
-        let mut specials: Vec<f32> = rule.fill.into_iter().chain(rule.missing.iter().copied())
+        let mut specials: Vec<f32> = rule
+            .fill
+            .into_iter()
+            .chain(rule.missing.iter().copied())
             .filter(|v| !v.is_nan())
             .collect();
         specials.sort_by(f32::total_cmp);
@@ -494,10 +616,16 @@ impl Kernel {
     #[inline]
     fn decode(&self, buf: &ChunkBuf, plane_len: usize, e0: usize, dst: &mut [f32], be: bool) {
         match (self, buf.shuffled, be) {
-            (Kernel::Plain, true, false) => unshuffle::<false>(&buf.bytes, plane_len, e0, dst, plain),
+            (Kernel::Plain, true, false) => {
+                let done = unshuffle_simd(&buf.bytes, plane_len, e0, dst, None);
+                unshuffle::<false>(&buf.bytes, plane_len, e0 + done, &mut dst[done..], plain)
+            }
             (Kernel::Fill(f), true, false) => {
                 let f = *f;
-                unshuffle::<false>(&buf.bytes, plane_len, e0, dst, |v| fill(v, f))
+                let done = unshuffle_simd(&buf.bytes, plane_len, e0, dst, Some(f));
+                unshuffle::<false>(&buf.bytes, plane_len, e0 + done, &mut dst[done..], |v| {
+                    fill(v, f)
+                })
             }
             (Kernel::Plain, false, false) => interleaved::<false>(&buf.bytes, e0, dst, plain),
             (Kernel::Fill(f), false, false) => {
@@ -531,6 +659,65 @@ fn fill(v: f32, f: f32) -> f32 {
     if v.is_nan() || v == f { f32::NAN } else { v }
 }
 
+/// [`unshuffle`] of little-endian floats with [`plain`] (`fill == None`) or [`fill`], 16
+/// elements at a time with SSE2 (baseline on x86-64): four 16-byte plane loads, two rounds of
+/// byte/word interleaving, NaN-or-fill → canonical NaN by mask. Returns how many leading
+/// elements of `dst` it wrote (a multiple of 16); the caller finishes the tail.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn unshuffle_simd(
+    bytes: &[u8],
+    plane_len: usize,
+    e0: usize,
+    dst: &mut [f32],
+    fill: Option<f32>,
+) -> usize {
+    use core::arch::x86_64::*;
+    let n = dst.len() / 16 * 16;
+    let planes = [0, 1, 2, 3].map(|k| &bytes[k * plane_len + e0..k * plane_len + e0 + n]);
+    let dst = &mut dst[..n];
+    // SAFETY: SSE2 is part of the x86-64 baseline. Every load reads 16 bytes at `i < n` from a
+    // plane slice of length `n` (a multiple of 16), every store writes 4 floats at
+    // `i + 4k + 4 <= n` into `dst` of length `n`; unaligned loads/stores are used throughout.
+    unsafe {
+        let nan = _mm_set1_ps(f32::NAN);
+        // A NaN "fill" never compares equal, which makes the fill test a no-op (`plain`).
+        let fv = _mm_set1_ps(fill.unwrap_or(f32::NAN));
+        let out = dst.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let b0 = _mm_loadu_si128(planes[0].as_ptr().add(i).cast());
+            let b1 = _mm_loadu_si128(planes[1].as_ptr().add(i).cast());
+            let b2 = _mm_loadu_si128(planes[2].as_ptr().add(i).cast());
+            let b3 = _mm_loadu_si128(planes[3].as_ptr().add(i).cast());
+            let lo01 = _mm_unpacklo_epi8(b0, b1);
+            let hi01 = _mm_unpackhi_epi8(b0, b1);
+            let lo23 = _mm_unpacklo_epi8(b2, b3);
+            let hi23 = _mm_unpackhi_epi8(b2, b3);
+            let words = [
+                _mm_unpacklo_epi16(lo01, lo23),
+                _mm_unpackhi_epi16(lo01, lo23),
+                _mm_unpacklo_epi16(hi01, hi23),
+                _mm_unpackhi_epi16(hi01, hi23),
+            ];
+            for (k, w) in words.into_iter().enumerate() {
+                let v = _mm_castsi128_ps(w);
+                let bad = _mm_or_ps(_mm_cmpunord_ps(v, v), _mm_cmpeq_ps(v, fv));
+                let r = _mm_or_ps(_mm_and_ps(bad, nan), _mm_andnot_ps(bad, v));
+                _mm_storeu_ps(out.add(i + 4 * k), r);
+            }
+            i += 16;
+        }
+    }
+    n
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn unshuffle_simd(_: &[u8], _: usize, _: usize, _: &mut [f32], _: Option<f32>) -> usize {
+    0
+}
+
 /// Shuffled chunk: byte `k` of element `e` is at `k * plane_len + e`.
 #[inline(always)]
 fn unshuffle<const BE: bool>(
@@ -547,7 +734,11 @@ fn unshuffle<const BE: bool>(
     let p3 = &bytes[3 * plane_len + e0..3 * plane_len + e0 + n];
     for i in 0..n {
         let b = [p0[i], p1[i], p2[i], p3[i]];
-        let u = if BE { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+        let u = if BE {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        };
         dst[i] = f(f32::from_bits(u));
     }
 }
@@ -558,7 +749,11 @@ fn interleaved<const BE: bool>(bytes: &[u8], e0: usize, dst: &mut [f32], f: impl
     let src = &bytes[4 * e0..4 * (e0 + dst.len())];
     for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
         let b = [b[0], b[1], b[2], b[3]];
-        let u = if BE { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+        let u = if BE {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        };
         *d = f(f32::from_bits(u));
     }
 }

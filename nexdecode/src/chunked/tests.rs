@@ -1,5 +1,5 @@
-//! The fast path against values read through libnetcdf (`netcdf::Variable::get_values`, the
-//! ground truth the `netcdf`-crate path also reads), on generated and real files.
+//! The fast path against the `netcdf`-crate read path and against the raw values libnetcdf
+//! returns (`netcdf::Variable::get_values`, the ground truth), on generated and real files.
 
 use std::path::{Path, PathBuf};
 
@@ -43,15 +43,15 @@ impl Spec {
 /// and missing values.
 fn value(spec: &Spec, t: usize, y: usize, x: usize) -> f32 {
     if let Some(f) = spec.fill
-        && (y * 7 + x * 3) % 5 == 0
+        && (y * 7 + x * 3).is_multiple_of(5)
     {
         return f;
     }
-    if spec.nans && (t + 2 * y + x) % 37 == 0 {
+    if spec.nans && (t + 2 * y + x).is_multiple_of(37) {
         return f32::NAN;
     }
     if let Some(m) = spec.missing
-        && (t * 3 + y + 5 * x) % 41 == 0
+        && (t * 3 + y + 5 * x).is_multiple_of(41)
     {
         return m;
     }
@@ -64,7 +64,9 @@ fn write_file(path: &Path, spec: &Spec) {
     f.add_dimension("time", nt).unwrap();
     f.add_dimension("lat", ny).unwrap();
     f.add_dimension("lon", nx).unwrap();
-    let mut v = f.add_variable::<f32>("tas", &["time", "lat", "lon"]).unwrap();
+    let mut v = f
+        .add_variable::<f32>("tas", &["time", "lat", "lon"])
+        .unwrap();
     v.set_chunking(&spec.chunk).unwrap();
     if let Some(level) = spec.deflate {
         v.set_compression(level, spec.shuffle).unwrap();
@@ -91,7 +93,12 @@ fn write_file(path: &Path, spec: &Spec) {
 }
 
 fn rule_for(spec: &Spec) -> ValueRule {
-    ValueRule { fill: spec.fill, missing: spec.missing.into_iter().collect(), scale: 1.0, offset: 0.0 }
+    ValueRule {
+        fill: spec.fill,
+        missing: spec.missing.into_iter().collect(),
+        scale: 1.0,
+        offset: 0.0,
+    }
 }
 
 /// The ground truth: every value through libnetcdf, then the request's rule.
@@ -114,7 +121,11 @@ fn reference(path: &Path, req: &BlockRequest<'_>) -> Array2<f32> {
 fn assert_same(a: &Array2<f32>, b: &Array2<f32>, what: &str) {
     assert_eq!(a.shape(), b.shape(), "{what}: shapes differ");
     for ((idx, x), y) in a.indexed_iter().zip(b.iter()) {
-        assert_eq!(x.to_bits(), y.to_bits(), "{what}: differs at {idx:?}: fast {x} vs netcdf {y}");
+        assert_eq!(
+            x.to_bits(),
+            y.to_bits(),
+            "{what}: differs at {idx:?}: fast {x} vs netcdf {y}"
+        );
     }
 }
 
@@ -128,8 +139,12 @@ struct Case {
 fn cases(shape: [usize; 3]) -> Vec<(&'static str, Case)> {
     let [nt, ny, nx] = shape;
     let n = ny * nx;
-    let all_steps: Vec<StepSlot> =
-        (0..nt).map(|t| StepSlot { time_index: t, slot: t }).collect();
+    let all_steps: Vec<StepSlot> = (0..nt)
+        .map(|t| StepSlot {
+            time_index: t,
+            slot: t,
+        })
+        .collect();
     let mut sparse: Vec<usize> = (0..n).step_by(97).collect();
     if sparse.last() != Some(&(n - 1)) {
         sparse.push(n - 1);
@@ -137,14 +152,38 @@ fn cases(shape: [usize; 3]) -> Vec<(&'static str, Case)> {
     // Every third step, one slot later, skipping slot 0 and leaving gaps.
     let gappy: Vec<StepSlot> = (0..nt)
         .filter(|t| t % 3 != 1)
-        .map(|t| StepSlot { time_index: t, slot: t + 1 })
+        .map(|t| StepSlot {
+            time_index: t,
+            slot: t + 1,
+        })
         .collect();
     // A block of cells in the middle of the grid, whole rows.
     let rows: Vec<usize> = ((ny / 3) * nx..((ny / 3) + 2).min(ny) * nx).collect();
     vec![
-        ("all", Case { cells: (0..n).collect(), steps: all_steps.clone(), days: nt }),
-        ("sparse", Case { cells: sparse, steps: all_steps, days: nt }),
-        ("gappy", Case { cells: rows, steps: gappy, days: nt + 2 }),
+        (
+            "all",
+            Case {
+                cells: (0..n).collect(),
+                steps: all_steps.clone(),
+                days: nt,
+            },
+        ),
+        (
+            "sparse",
+            Case {
+                cells: sparse,
+                steps: all_steps,
+                days: nt,
+            },
+        ),
+        (
+            "gappy",
+            Case {
+                cells: rows,
+                steps: gappy,
+                days: nt + 2,
+            },
+        ),
     ]
 }
 
@@ -167,8 +206,23 @@ fn check_file(path: &Path, var: &str, rule: &ValueRule) {
         let fast = decode_chunked(path, &req)
             .unwrap()
             .unwrap_or_else(|| panic!("{}: not eligible for the fast path", path.display()));
-        assert_same(&fast, &reference(path, &req), &format!("{} {name}", path.display()));
+        assert_same(
+            &fast,
+            &reference(path, &req),
+            &format!("{} {name}", path.display()),
+        );
+        assert_same(
+            &fast,
+            &netcdf_path(path, &req),
+            &format!("{} {name} (netcdf path)", path.display()),
+        );
     }
+}
+
+/// The crate's other read path on the same request.
+fn netcdf_path(path: &Path, req: &BlockRequest<'_>) -> Array2<f32> {
+    let file = netcdf::open(path).unwrap();
+    crate::netcdf_read::decode_netcdf(path, &file, req, crate::meta::Dtype::F32).unwrap()
 }
 
 fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
@@ -219,10 +273,20 @@ fn fill_and_missing_values_general_rule() {
     // Scale and offset go through `ValueRule::apply` exactly.
     let (_dir, path) = tmp("scaled.nc");
     write_file(&path, &spec);
-    let rule = ValueRule { fill: spec.fill, missing: vec![-999.0], scale: 0.5, offset: -3.0 };
+    let rule = ValueRule {
+        fill: spec.fill,
+        missing: vec![-999.0],
+        scale: 0.5,
+        offset: -3.0,
+    };
     check_file(&path, "tas", &rule);
     // No fill value, no NaN handling beyond canonical NaN.
-    let rule = ValueRule { fill: None, missing: vec![], scale: 1.0, offset: 0.0 };
+    let rule = ValueRule {
+        fill: None,
+        missing: vec![],
+        scale: 1.0,
+        offset: 0.0,
+    };
     check_file(&path, "tas", &rule);
 }
 
@@ -233,32 +297,85 @@ fn unsorted_and_empty_requests() {
     write_file(&path, &spec);
     let rule = rule_for(&spec);
     let cells = [3, 50, 119];
-    let base = BlockRequest { var: "tas", shape: spec.shape, cells: &cells, steps: &[], days: 6, values: &rule };
+    let base = BlockRequest {
+        var: "tas",
+        shape: spec.shape,
+        cells: &cells,
+        steps: &[],
+        days: 6,
+        values: &rule,
+    };
     // No steps: all NaN, same shape.
     let fast = decode_chunked(&path, &base).unwrap().unwrap();
     assert_same(&fast, &reference(&path, &base), "no steps");
     // No cells.
-    let steps = [StepSlot { time_index: 2, slot: 0 }];
-    let req = BlockRequest { cells: &[], steps: &steps, ..base.clone() };
-    assert_eq!(decode_chunked(&path, &req).unwrap().unwrap().shape(), &[0, 6]);
+    let steps = [StepSlot {
+        time_index: 2,
+        slot: 0,
+    }];
+    let req = BlockRequest {
+        cells: &[],
+        steps: &steps,
+        ..base.clone()
+    };
+    assert_eq!(
+        decode_chunked(&path, &req).unwrap().unwrap().shape(),
+        &[0, 6]
+    );
     // Broken contract (cell outside the grid, descending cells): left to the netcdf path.
-    let req = BlockRequest { cells: &[5, 120], steps: &steps, ..base.clone() };
+    let req = BlockRequest {
+        cells: &[5, 120],
+        steps: &steps,
+        ..base.clone()
+    };
     assert!(decode_chunked(&path, &req).unwrap().is_none());
-    let req = BlockRequest { cells: &[5, 4], steps: &steps, ..base.clone() };
+    let req = BlockRequest {
+        cells: &[5, 4],
+        steps: &steps,
+        ..base.clone()
+    };
     assert!(decode_chunked(&path, &req).unwrap().is_none());
     // Wrong shape or variable: not eligible.
-    let req = BlockRequest { shape: [6, 10, 13], steps: &steps, ..base.clone() };
+    let req = BlockRequest {
+        shape: [6, 10, 13],
+        steps: &steps,
+        ..base.clone()
+    };
     assert!(decode_chunked(&path, &req).unwrap().is_none());
-    let req = BlockRequest { var: "nope", steps: &steps, ..base };
+    let req = BlockRequest {
+        var: "nope",
+        steps: &steps,
+        ..base
+    };
     assert!(decode_chunked(&path, &req).unwrap().is_none());
 }
 
-fn request_all<'a>(shape: [usize; 3], cells: &'a [usize], steps: &'a [StepSlot], rule: &'a ValueRule) -> BlockRequest<'a> {
-    BlockRequest { var: "tas", shape, cells, steps, days: shape[0], values: rule }
+fn request_all<'a>(
+    shape: [usize; 3],
+    cells: &'a [usize],
+    steps: &'a [StepSlot],
+    rule: &'a ValueRule,
+) -> BlockRequest<'a> {
+    BlockRequest {
+        var: "tas",
+        shape,
+        cells,
+        steps,
+        days: shape[0],
+        values: rule,
+    }
 }
 
 fn all_of(shape: [usize; 3]) -> (Vec<usize>, Vec<StepSlot>) {
-    ((0..shape[1] * shape[2]).collect(), (0..shape[0]).map(|t| StepSlot { time_index: t, slot: t }).collect())
+    (
+        (0..shape[1] * shape[2]).collect(),
+        (0..shape[0])
+            .map(|t| StepSlot {
+                time_index: t,
+                slot: t,
+            })
+            .collect(),
+    )
 }
 
 #[test]
@@ -266,7 +383,12 @@ fn ineligible_files_return_none() {
     let dir = tempfile::tempdir().unwrap();
     let shape = [4, 6, 8];
     let (cells, steps) = all_of(shape);
-    let rule = ValueRule { fill: Some(1e20), missing: vec![], scale: 1.0, offset: 0.0 };
+    let rule = ValueRule {
+        fill: Some(1e20),
+        missing: vec![],
+        scale: 1.0,
+        offset: 0.0,
+    };
     let req = request_all(shape, &cells, &steps, &rule);
     let data: Vec<f32> = (0..4 * 6 * 8).map(|i| i as f32).collect();
 
@@ -276,9 +398,13 @@ fn ineligible_files_return_none() {
     for (d, n) in [("time", 4), ("lat", 6), ("lon", 8)] {
         f.add_dimension(d, n).unwrap();
     }
-    f.add_variable::<f32>("tas", &["time", "lat", "lon"]).unwrap();
+    f.add_variable::<f32>("tas", &["time", "lat", "lon"])
+        .unwrap();
     f.enddef().unwrap();
-    f.variable_mut("tas").unwrap().put_values(&data, ..).unwrap();
+    f.variable_mut("tas")
+        .unwrap()
+        .put_values(&data, ..)
+        .unwrap();
     f.close().unwrap();
     assert!(decode_chunked(&p, &req).unwrap().is_none(), "netcdf-3");
 
@@ -288,64 +414,93 @@ fn ineligible_files_return_none() {
     for (d, n) in [("time", 4), ("lat", 6), ("lon", 8)] {
         f.add_dimension(d, n).unwrap();
     }
-    f.add_variable::<f32>("contig", &["time", "lat", "lon"]).unwrap().put_values(&data, ..).unwrap();
-    let mut v = f.add_variable::<f32>("nofilter", &["time", "lat", "lon"]).unwrap();
+    f.add_variable::<f32>("contig", &["time", "lat", "lon"])
+        .unwrap()
+        .put_values(&data, ..)
+        .unwrap();
+    let mut v = f
+        .add_variable::<f32>("nofilter", &["time", "lat", "lon"])
+        .unwrap();
     v.set_chunking(&[1, 6, 8]).unwrap();
     v.put_values(&data, ..).unwrap();
-    let mut v = f.add_variable::<f64>("dbl", &["time", "lat", "lon"]).unwrap();
+    let mut v = f
+        .add_variable::<f64>("dbl", &["time", "lat", "lon"])
+        .unwrap();
     v.set_chunking(&[1, 6, 8]).unwrap();
     v.set_compression(5, true).unwrap();
-    v.put_values(&data.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), ..).unwrap();
-    let mut v = f.add_variable::<i16>("short", &["time", "lat", "lon"]).unwrap();
+    v.put_values(&data.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), ..)
+        .unwrap();
+    let mut v = f
+        .add_variable::<i16>("short", &["time", "lat", "lon"])
+        .unwrap();
     v.set_chunking(&[1, 6, 8]).unwrap();
     v.set_compression(5, true).unwrap();
-    v.put_values(&data.iter().map(|&x| x as i16).collect::<Vec<_>>(), ..).unwrap();
+    v.put_values(&data.iter().map(|&x| x as i16).collect::<Vec<_>>(), ..)
+        .unwrap();
     // Only the first two days written: later chunks have no storage.
-    let mut v = f.add_variable::<f32>("partial", &["time", "lat", "lon"]).unwrap();
+    let mut v = f
+        .add_variable::<f32>("partial", &["time", "lat", "lon"])
+        .unwrap();
     v.set_chunking(&[1, 6, 8]).unwrap();
     v.set_compression(5, true).unwrap();
     v.put_values(&data[..2 * 48], (..2, .., ..)).unwrap();
     f.close().unwrap();
     for var in ["contig", "nofilter", "dbl", "short", "partial"] {
         let req = BlockRequest { var, ..req.clone() };
-        assert!(decode_chunked(&p, &req).unwrap().is_none(), "{var} must not be eligible");
+        assert!(
+            decode_chunked(&p, &req).unwrap().is_none(),
+            "{var} must not be eligible"
+        );
     }
     // Only the first two (written) days of `partial`: eligible, and exact.
     let two: Vec<StepSlot> = steps[..2].to_vec();
-    let req2 = BlockRequest { var: "partial", steps: &two, ..req.clone() };
-    let fast = decode_chunked(&p, &req2).unwrap().expect("written chunks are eligible");
+    let req2 = BlockRequest {
+        var: "partial",
+        steps: &two,
+        ..req.clone()
+    };
+    let fast = decode_chunked(&p, &req2)
+        .unwrap()
+        .expect("written chunks are eligible");
     assert_same(&fast, &reference(&p, &req2), "partial, written days");
 
     // HDF5 with fletcher32 in the pipeline.
     let p = dir.path().join("fletcher.h5");
     hdf5::sync::sync(|| {
-            let f = hdf5::File::create(&p).unwrap();
-            let arr = ndarray::Array3::from_shape_vec((4, 6, 8), data.clone()).unwrap();
-            f.new_dataset_builder()
-                .with_data(&arr)
-                .chunk((1, 6, 8))
-                .shuffle()
-                .deflate(5)
-                .fletcher32()
-                .create("tas")
-                .unwrap();
-            let g = f.new_dataset_builder()
-                .with_data(&arr)
-                .chunk((1, 6, 8))
-                .shuffle()
-                .deflate(5)
-                .create("plain");
-            g.unwrap();
+        let f = hdf5::File::create(&p).unwrap();
+        let arr = ndarray::Array3::from_shape_vec((4, 6, 8), data.clone()).unwrap();
+        f.new_dataset_builder()
+            .with_data(&arr)
+            .chunk((1, 6, 8))
+            .shuffle()
+            .deflate(5)
+            .fletcher32()
+            .create("tas")
+            .unwrap();
+        let g = f
+            .new_dataset_builder()
+            .with_data(&arr)
+            .chunk((1, 6, 8))
+            .shuffle()
+            .deflate(5)
+            .create("plain");
+        g.unwrap();
     });
     assert!(decode_chunked(&p, &req).unwrap().is_none(), "fletcher32");
     // The same data without fletcher32, written by plain HDF5, is eligible and exact.
-    let ok: Vec<f32> = decode_chunked(&p, &BlockRequest { var: "plain", ..req.clone() })
-        .unwrap()
-        .expect("shuffle+deflate HDF5 dataset is eligible")
-        .t()
-        .iter()
-        .copied()
-        .collect();
+    let ok: Vec<f32> = decode_chunked(
+        &p,
+        &BlockRequest {
+            var: "plain",
+            ..req.clone()
+        },
+    )
+    .unwrap()
+    .expect("shuffle+deflate HDF5 dataset is eligible")
+    .t()
+    .iter()
+    .copied()
+    .collect();
     assert_eq!(ok, data);
 }
 
@@ -373,7 +528,10 @@ fn corrupt_and_truncated_chunks_are_errors() {
     let err = decode_chunked(&bad, &req).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DecodeError::Corrupt { .. }), "{msg}");
-    assert!(msg.contains("bad.nc") && msg.contains("`tas`") && msg.contains("time index 4"), "{msg}");
+    assert!(
+        msg.contains("bad.nc") && msg.contains("`tas`") && msg.contains("time index 4"),
+        "{msg}"
+    );
 
     // A short read: the file ends inside chunk 4 (HDF5 itself refuses to open a truncated
     // file, so the layout is taken from the intact file; the reads go to the truncated one).
@@ -381,10 +539,20 @@ fn corrupt_and_truncated_chunks_are_errors() {
     std::fs::write(&short, &std::fs::read(&path).unwrap()[..a + 10]).unwrap();
     let plan = Plan::new(&req, &layout);
     let mut out = vec![0.0; cells.len() * steps.len()];
-    let err = decode_into(&File::open(&short).unwrap(), &short, &req, &layout, &plan, &mut out)
-        .unwrap_err();
+    let err = decode_into(
+        &File::open(&short).unwrap(),
+        &short,
+        &req,
+        &layout,
+        &plan,
+        &mut out,
+    )
+    .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("short.nc") && msg.contains("time index 4") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("short.nc") && msg.contains("time index 4") && msg.contains("truncated"),
+        "{msg}"
+    );
     // Through the public entry point a truncated file is never silently accepted: HDF5 refuses
     // it (fallback, where libnetcdf reports it) or the chunk read fails.
     match decode_chunked(&short, &req) {
@@ -396,14 +564,20 @@ fn corrupt_and_truncated_chunks_are_errors() {
 
 fn reference_fails(path: &Path, req: &BlockRequest<'_>) -> bool {
     let f = netcdf::open(path).unwrap();
-    f.variable(req.var).unwrap().get_values::<f32, _>(..).is_err()
+    f.variable(req.var)
+        .unwrap()
+        .get_values::<f32, _>(..)
+        .is_err()
 }
 
 /// Both paths from several threads at once on shared and separate files: no crash, same data.
 #[test]
 fn concurrent_fast_and_netcdf_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let specs = [Spec::new([10, 24, 36], [1, 24, 36]), Spec::new([9, 20, 30], [4, 7, 30])];
+    let specs = [
+        Spec::new([10, 24, 36], [1, 24, 36]),
+        Spec::new([9, 20, 30], [4, 7, 30]),
+    ];
     let paths: Vec<PathBuf> = specs
         .iter()
         .enumerate()
@@ -425,7 +599,7 @@ fn concurrent_fast_and_netcdf_paths() {
                     // Keep a netcdf handle open on the same file while the fast path runs.
                     let nc = netcdf::open(&paths[i]).unwrap();
                     let fast = decode_chunked(&paths[i], &req).unwrap().unwrap();
-                    let slow = reference(&paths[i], &req);
+                    let slow = netcdf_path(&paths[i], &req);
                     drop(nc);
                     assert_same(&fast, &slow, "concurrent");
                 }
@@ -448,17 +622,54 @@ fn real_files_match_netcdf() {
     let files: [(&str, &str, bool); 11] = [
         ("pr_1980.nc", "pr", true),
         ("pr_1981.nc", "pr", true),
-        ("tasmax_day_MPI-ESM1-2-LR_dcppA-hindcast_s1980-r1i1p1f1_gn_19801101-19901231.nc", "tasmax", true),
-        ("tasmin_day_HadGEM3-GC31-MM_dcppA-hindcast_s1960-r2i1p1f2_gn_19610101-19611230.nc", "tasmin", true),
-        ("tas_day_CESM2-WACCM_historical_r1i1p1f1_gn_20000101-20091231.nc", "tas", true),
-        ("pr_day_EC-Earth3_dcppA-hindcast_s1961-r6i2p1f1_gr_19620101-19621231.nc", "pr", true),
+        (
+            "tasmax_day_MPI-ESM1-2-LR_dcppA-hindcast_s1980-r1i1p1f1_gn_19801101-19901231.nc",
+            "tasmax",
+            true,
+        ),
+        (
+            "tasmin_day_HadGEM3-GC31-MM_dcppA-hindcast_s1960-r2i1p1f2_gn_19610101-19611230.nc",
+            "tasmin",
+            true,
+        ),
+        (
+            "tas_day_CESM2-WACCM_historical_r1i1p1f1_gn_20000101-20091231.nc",
+            "tas",
+            true,
+        ),
+        (
+            "pr_day_EC-Earth3_dcppA-hindcast_s1961-r6i2p1f1_gr_19620101-19621231.nc",
+            "pr",
+            true,
+        ),
         ("tas_day_MIROC6_ssp119_r1i1p1f1_gn_20150101.nc", "tas", true),
-        ("tas_day_EC-EARTH_historical_r1i1p1_18500101-18591231.nc", "tas", false),
-        ("mrsos_day_HadGEM2-ES_rcp45_r1i1p1_20051201-20151130.nc", "mrsos", false),
-        ("mrsos_day_HadGEM2-ES_rcp85_r1i1p1_20051201.nc", "mrsos", false),
-        ("prsn_day_CanESM5_historical_r1i1p1f1_gn_19910101-20101231.nc", "prsn", true),
+        (
+            "tas_day_EC-EARTH_historical_r1i1p1_18500101-18591231.nc",
+            "tas",
+            false,
+        ),
+        (
+            "mrsos_day_HadGEM2-ES_rcp45_r1i1p1_20051201-20151130.nc",
+            "mrsos",
+            false,
+        ),
+        (
+            "mrsos_day_HadGEM2-ES_rcp85_r1i1p1_20051201.nc",
+            "mrsos",
+            false,
+        ),
+        (
+            "prsn_day_CanESM5_historical_r1i1p1f1_gn_19910101-20101231.nc",
+            "prsn",
+            true,
+        ),
     ];
-    let rule = ValueRule { fill: Some(1e20), missing: vec![1e20], scale: 1.0, offset: 0.0 };
+    let rule = ValueRule {
+        fill: Some(1e20),
+        missing: vec![1e20],
+        scale: 1.0,
+        offset: 0.0,
+    };
     for (name, var, eligible) in files {
         let path = dir.join(name);
         if !path.exists() {
@@ -469,11 +680,23 @@ fn real_files_match_netcdf() {
             check_file(&path, var, &rule);
         } else {
             let f = netcdf::open(&path).unwrap();
-            let d: Vec<usize> = f.variable(var).unwrap().dimensions().iter().map(|d| d.len()).collect();
+            let d: Vec<usize> = f
+                .variable(var)
+                .unwrap()
+                .dimensions()
+                .iter()
+                .map(|d| d.len())
+                .collect();
             let shape = [d[0], d[1], d[2]];
             let (cells, steps) = all_of(shape);
-            let req = BlockRequest { var, ..request_all(shape, &cells, &steps, &rule) };
-            assert!(decode_chunked(&path, &req).unwrap().is_none(), "{name} must not be eligible");
+            let req = BlockRequest {
+                var,
+                ..request_all(shape, &cells, &steps, &rule)
+            };
+            assert!(
+                decode_chunked(&path, &req).unwrap().is_none(),
+                "{name} must not be eligible"
+            );
         }
     }
 }
