@@ -306,10 +306,10 @@ pub struct ImportLocationsArgs {
     /// Feature property holding the location's name.
     #[arg(long, default_value = "name")]
     pub name_property: String,
-    /// Feature property holding the location's id (default: the feature's `id`, else its
-    /// index).
-    #[arg(long)]
-    pub id_property: Option<String>,
+    /// Feature property holding the location's id; a feature without it uses its GeoJSON
+    /// `id`, else its index in the collection.
+    #[arg(long, default_value = "id")]
+    pub id_property: String,
     /// Skip bad features (reported by index) instead of rejecting the whole file.
     #[arg(long)]
     pub skip_invalid: bool,

@@ -138,11 +138,18 @@ pub fn sqlstate_is_transient(code: &str) -> bool {
 impl From<tokio_postgres::Error> for JobError {
     fn from(e: tokio_postgres::Error) -> Self {
         let code = e.code().map(|c| c.code().to_owned());
-        // No SQLSTATE: the connection broke or timed out, which is transient; a closed
-        // connection is too.
+        // Without a SQLSTATE: a broken or closed connection or an I/O timeout is transient; a
+        // client-side error (parameter conversion, unexpected message) is not.
         let transient = match &code {
             Some(c) => sqlstate_is_transient(c),
-            None => true,
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+                    || {
+                        let t = e.to_string();
+                        t.contains("connection") || t.contains("timed out") || t.contains("timeout")
+                    }
+            }
         };
         let message = match e.as_db_error() {
             Some(db) => format!(

@@ -15,7 +15,7 @@ pub struct NewLocation {
     pub name: String,
     /// Latitude, degrees north.
     pub lat: f64,
-    /// Longitude, degrees east (-180..360 accepted as given).
+    /// Longitude, degrees east (-180..180, as GeoJSON requires).
     pub lon: f64,
     /// The feature's properties.
     pub properties: serde_json::Map<String, Value>,
@@ -41,15 +41,15 @@ impl fmt::Display for BadFeature {
 pub struct PointOptions {
     /// Property holding the name.
     pub name_property: String,
-    /// Property holding the id (else the feature id, else the index).
-    pub id_property: Option<String>,
+    /// Property holding the id; when a feature lacks it, its GeoJSON `id`, else its index.
+    pub id_property: String,
 }
 
 impl Default for PointOptions {
     fn default() -> Self {
         PointOptions {
             name_property: "name".into(),
-            id_property: None,
+            id_property: "id".into(),
         }
     }
 }
@@ -104,6 +104,11 @@ pub fn read_points(doc: &[u8], opts: &PointOptions) -> Result<Points, String> {
             Some(GeometryValue::Point { coordinates }) if coordinates.len() >= 2 => {
                 (coordinates[1], coordinates[0])
             }
+            Some(GeometryValue::Point { .. }) => {
+                out.bad
+                    .push(bad("point with fewer than 2 coordinates".into()));
+                continue;
+            }
             Some(g) => {
                 out.bad
                     .push(bad(format!("geometry is {}, not a Point", g.type_name())));
@@ -118,7 +123,7 @@ pub fn read_points(doc: &[u8], opts: &PointOptions) -> Result<Points, String> {
             out.bad.push(bad(format!("latitude {lat} out of range")));
             continue;
         }
-        if !(lon.is_finite() && (-180.0..=360.0).contains(&lon)) {
+        if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
             out.bad.push(bad(format!("longitude {lon} out of range")));
             continue;
         }
@@ -130,15 +135,9 @@ pub fn read_points(doc: &[u8], opts: &PointOptions) -> Result<Points, String> {
                 continue;
             }
         };
-        let external_id = match &opts.id_property {
-            Some(p) => match props.get(p).and_then(scalar) {
-                Some(id) if !id.is_empty() => id,
-                _ => {
-                    out.bad.push(bad(format!("no `{p}` property")));
-                    continue;
-                }
-            },
-            None => match &f.id {
+        let external_id = match props.get(&opts.id_property).and_then(scalar) {
+            Some(id) if !id.is_empty() && id.len() <= 200 => id,
+            _ => match &f.id {
                 Some(geojson::feature::Id::String(s)) => s.clone(),
                 Some(geojson::feature::Id::Number(n)) => n.to_string(),
                 None => index.to_string(),

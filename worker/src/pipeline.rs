@@ -100,6 +100,9 @@ pub struct Prepared {
     pub data_source_id: i64,
     /// Whether the job is already done and the spec does not ask to update.
     pub already_done: bool,
+    /// Successful loads recorded in the ledger when prepared: a larger count at load time
+    /// means another delivery finished the job meanwhile.
+    pub done_before: i64,
 }
 
 /// What a successful attempt did.
@@ -234,28 +237,39 @@ impl Pipeline {
             )
             .await?;
         let state: String = row.get(1);
+        let data_source_id: i64 = row.get(0);
+        let done_before: i64 = client
+            .query_one(
+                "SELECT count(*) FROM job_ledger WHERE data_source_id = $1 AND outcome = 'done'",
+                &[&data_source_id],
+            )
+            .await?
+            .get(0);
         Ok(Prepared {
             ids,
-            data_source_id: row.get(0),
+            data_source_id,
             already_done: state == "done" && !spec.update_existing,
+            done_before,
         })
     }
 
-    /// Marks an attempt as started (`running`, attempts + 1).
+    /// Marks an attempt as started (`running`, attempts + 1). Returns false, changing
+    /// nothing, when another delivery finished the job since [`Pipeline::prepare`] (and the
+    /// spec does not ask to update).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn mark_running(&self, p: &Prepared) -> Result<(), JobError> {
+    pub async fn mark_running(&self, spec: &JobSpec, p: &Prepared) -> Result<bool, JobError> {
         let client = self.pool.get().await?;
-        client
+        let n = client
             .execute(
                 "UPDATE data_source SET state = 'running', attempts = attempts + 1,
                         started_at = now(), finished_at = NULL
-                 WHERE id = $1",
-                &[&p.data_source_id],
+                 WHERE id = $1 AND (state <> 'done' OR $2)",
+                &[&p.data_source_id, &spec.update_existing],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Records the end of an attempt that did not load: `failed` (permanent, with a ledger
@@ -706,19 +720,28 @@ impl Pipeline {
         attempt.emit(Event::Loading(total));
 
         let t = Instant::now();
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // Serialise concurrent loads of the same job; another delivery may have finished it.
-        let row = tx
+        let mut guard = Detach::new(self.pool.get().await?);
+        let tx = guard.client().transaction().await?;
+        // Serialise concurrent loads of the same job with a transaction-level advisory lock
+        // (not a row lock: recording a failure must not wait for a stuck COPY), then check
+        // whether another delivery finished the job meanwhile.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('nexingest.job.' || current_schema()),
+                                          ($1::bigint % 2147483647)::int)",
+            &[&p.data_source_id],
+        )
+        .await?;
+        let done_now: i64 = tx
             .query_one(
-                "SELECT state, coalesce(finished_at > to_timestamp($2), false)
-                 FROM data_source WHERE id = $1 FOR UPDATE",
-                &[&p.data_source_id, &started.0],
+                "SELECT count(*) FROM job_ledger WHERE data_source_id = $1 AND outcome = 'done'",
+                &[&p.data_source_id],
             )
-            .await?;
-        let (state, finished_since): (String, bool) = (row.get(0), row.get(1));
-        if state == "done" && finished_since && !spec.update_existing {
+            .await?
+            .get(0);
+        if done_now > p.done_before && !spec.update_existing {
             info!(job = %spec.id(), "another delivery finished this job meanwhile; nothing written");
+            drop(tx);
+            guard.keep();
             return Ok(Loaded {
                 data_source_id: p.data_source_id,
                 superseded: true,
@@ -802,6 +825,7 @@ impl Pipeline {
             ));
         }
         tx.commit().await?;
+        guard.keep();
         attempt.emit(Event::Committed(stats.rows_copied));
         Ok(Loaded {
             data_source_id: p.data_source_id,
@@ -814,6 +838,42 @@ impl Pipeline {
             unmatched,
             superseded: false,
         })
+    }
+}
+
+/// Holds the load's pooled connection. Unless [`Detach::keep`] is called (after commit), the
+/// connection is taken out of the pool when dropped: an abandoned COPY may keep the server
+/// busy for a while, and the ROLLBACK queued behind it must not delay the next user of the
+/// pool (e.g. recording the failure).
+struct Detach {
+    client: Option<deadpool_postgres::Client>,
+    keep: bool,
+}
+
+impl Detach {
+    fn new(client: deadpool_postgres::Client) -> Self {
+        Detach {
+            client: Some(client),
+            keep: false,
+        }
+    }
+
+    fn client(&mut self) -> &mut deadpool_postgres::Client {
+        self.client.as_mut().expect("client present until drop")
+    }
+
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Some(c) = self.client.take()
+        {
+            drop(deadpool_postgres::Object::take(c));
+        }
     }
 }
 
@@ -1092,7 +1152,7 @@ impl pgcopy::RowSource for RowSource {
         }
         w.finish()?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 4096 == 0
+        if n.is_multiple_of(4096)
             && let Some(o) = &self.observer
         {
             o.event(Event::Rows(n));

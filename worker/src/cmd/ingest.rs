@@ -72,7 +72,13 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         );
         return Ok(true);
     }
-    pl.mark_running(&prepared).await?;
+    if !pl.mark_running(&spec, &prepared).await? {
+        println!(
+            "{}: already done (pass --update-existing to reload)",
+            spec.id()
+        );
+        return Ok(true);
+    }
     let bar = if a.no_progress {
         ProgressBar::hidden()
     } else {

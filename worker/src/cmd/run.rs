@@ -1,31 +1,555 @@
-//! `run`: the SQS consumer.
+//! `run`: the SQS consumer (DESIGN §5).
+//!
+//! - Long-polls (`--wait-time`, 20 s) for up to the free capacity (`--jobs` minus jobs in
+//!   flight); each job also takes its share of the memory budget before decoding.
+//! - Each in-flight message gets a heartbeat that extends its visibility every third of
+//!   `--visibility-timeout`; if an extension fails the job is aborted and rolled back.
+//! - A message is deleted only after its transaction commits. A finished job delivered again
+//!   is recognised from `data_source` and deleted without reloading (unless
+//!   `update_existing`).
+//! - Transient errors are retried with jittered exponential backoff (backon); permanent ones
+//!   are recorded on `data_source` and the message is left for SQS to redrive to the DLQ.
+//! - On shutdown: stop receiving, let jobs finish until `--drain-timeout`, then roll back the
+//!   rest and make their messages visible again at once.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use anyhow::Context;
+use aws_sdk_sqs::types::{Message as SqsMessage, MessageSystemAttributeName};
+use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::aws::{self, error_chain};
 use crate::config::RunConfig;
+use crate::error::JobError;
+use crate::message::{self, JobSpec};
+use crate::pipeline::{self, Attempt, Inputs, Pipeline, Prepared, chrono_like};
+use crate::{db, queue};
 
 /// What a run did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSummary {
     /// Jobs loaded.
     pub done: u64,
     /// Duplicate deliveries of finished jobs, dropped.
     pub skipped: u64,
-    /// Permanent failures recorded.
+    /// Permanent failures recorded (message left for the DLQ).
     pub failed: u64,
-    /// Messages released at shutdown or after transient failures.
+    /// Messages released (shutdown, lost visibility, transient failures after retries).
     pub released: u64,
-    /// Invalid messages.
+    /// Invalid messages (nothing written; left for the DLQ).
     pub rejected: u64,
 }
 
-/// Consumes the queue until `shutdown` resolves (or, with `until_empty`, the queue is empty).
+/// How one delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Skipped,
+    Failed,
+    Released,
+    Rejected,
+}
+
+struct Ctx {
+    cfg: RunConfig,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    url: String,
+    pipeline: Pipeline,
+    budget: Arc<Semaphore>,
+    budget_mb: u32,
+}
+
+/// Consumes the queue until `shutdown` resolves (or, with `until_empty`, until a receive
+/// finds the queue empty with nothing in flight), then drains.
 ///
 /// # Errors
-/// Startup failures (queue, database).
-pub async fn run(
-    _cfg: RunConfig,
-    _shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<RunSummary> {
-    anyhow::bail!("not yet")
+/// Startup failures (queue URL, database connection, schema not migrated).
+pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
+    let clients = aws::clients(&cfg.aws).await;
+    let url = queue::resolve_url(&clients.sqs, &cfg.queue).await?;
+    let pool = db::pool(&cfg.db, cfg.jobs * 2 + 2)?;
+    {
+        let client = pool.get().await.context("connecting to the database")?;
+        let v: i32 = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "schema {} is not migrated (run `nexingest migrate`)",
+                    cfg.db.schema
+                )
+            })?
+            .get(0);
+        if v < db::latest_version() {
+            anyhow::bail!(
+                "schema {} is at version {v}; run `nexingest migrate`",
+                cfg.db.schema
+            );
+        }
+    }
+    let budget_mb = u32::try_from(cfg.pipeline.memory_budget >> 20)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let ctx = Arc::new(Ctx {
+        pipeline: Pipeline::new(
+            pool,
+            cfg.db.schema.clone(),
+            cfg.pipeline.clone(),
+            Some(clients.s3.clone()),
+            cfg.worker_id.clone(),
+        ),
+        sqs: clients.sqs,
+        s3: clients.s3,
+        url,
+        budget: Arc::new(Semaphore::new(budget_mb as usize)),
+        budget_mb,
+        cfg,
+    });
+    info!(
+        queue = %ctx.url,
+        jobs = ctx.cfg.jobs,
+        memory_budget_mb = budget_mb,
+        worker = %ctx.cfg.worker_id,
+        "worker started"
+    );
+
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut summary = RunSummary::default();
+    let tally = |s: &mut RunSummary, o: Outcome| match o {
+        Outcome::Done => s.done += 1,
+        Outcome::Skipped => s.skipped += 1,
+        Outcome::Failed => s.failed += 1,
+        Outcome::Released => s.released += 1,
+        Outcome::Rejected => s.rejected += 1,
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut receive_errors = 0u32;
+
+    loop {
+        let free = ctx.cfg.jobs.saturating_sub(tasks.len());
+        if free == 0 {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(r) = tasks.join_next() => tally(&mut summary, joined(r)),
+            }
+            continue;
+        }
+        // A job that ends during this poll may release its message; only a poll that started
+        // with nothing in flight proves the queue empty.
+        let had_in_flight = !tasks.is_empty();
+        let receive = ctx
+            .sqs
+            .receive_message()
+            .queue_url(&ctx.url)
+            .max_number_of_messages(free.min(10) as i32)
+            .wait_time_seconds(ctx.cfg.wait_time.as_secs() as i32)
+            .visibility_timeout(ctx.cfg.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send();
+        let received = tokio::select! {
+            _ = &mut shutdown => break,
+            r = receive => r,
+        };
+        match received {
+            Ok(out) => {
+                receive_errors = 0;
+                let msgs = out.messages.unwrap_or_default();
+                if msgs.is_empty() {
+                    // Reap whatever finished meanwhile.
+                    while let Some(r) = tasks.try_join_next() {
+                        tally(&mut summary, joined(r));
+                    }
+                    if ctx.cfg.until_empty && tasks.is_empty() && !had_in_flight {
+                        info!("queue empty; stopping (--until-empty)");
+                        break;
+                    }
+                    if ctx.cfg.until_empty && !tasks.is_empty() {
+                        // Wait for something in flight to finish before polling again.
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            Some(r) = tasks.join_next() => tally(&mut summary, joined(r)),
+                        }
+                    }
+                    continue;
+                }
+                for m in msgs {
+                    let ctx = Arc::clone(&ctx);
+                    let cancel = cancel_rx.clone();
+                    tasks.spawn(async move { handle(ctx, m, cancel).await });
+                }
+            }
+            Err(e) => {
+                receive_errors += 1;
+                let delay = Duration::from_millis((500u64 << receive_errors.min(6)).min(30_000));
+                warn!(error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "receive failed");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        while let Some(r) = tasks.try_join_next() {
+            tally(&mut summary, joined(r));
+        }
+    }
+
+    // Drain: no more receives; let jobs finish until the deadline, then cancel the rest.
+    if !tasks.is_empty() {
+        info!(
+            in_flight = tasks.len(),
+            deadline_s = ctx.cfg.drain_timeout.as_secs(),
+            "draining"
+        );
+        let deadline = tokio::time::sleep(ctx.cfg.drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = tasks.join_next() => match r {
+                    Some(r) => tally(&mut summary, joined(r)),
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    warn!(in_flight = tasks.len(), "drain deadline reached; rolling back and releasing the rest");
+                    let _ = cancel_tx.send(true);
+                    break;
+                }
+            }
+        }
+        // Cancelled jobs release their messages (bounded by short timeouts inside).
+        let hard = tokio::time::sleep(Duration::from_secs(8));
+        tokio::pin!(hard);
+        loop {
+            tokio::select! {
+                r = tasks.join_next() => match r {
+                    Some(r) => tally(&mut summary, joined(r)),
+                    None => break,
+                },
+                _ = &mut hard => {
+                    error!(in_flight = tasks.len(), "jobs did not stop in time; aborting them");
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+    info!(?summary, "worker finished");
+    Ok(summary)
+}
+
+fn joined(r: Result<Outcome, tokio::task::JoinError>) -> Outcome {
+    r.unwrap_or_else(|e| {
+        error!(error = %e, "job task failed");
+        Outcome::Released
+    })
+}
+
+/// Handles one delivery from parse to delete/release.
+async fn handle(ctx: Arc<Ctx>, m: SqsMessage, cancel: watch::Receiver<bool>) -> Outcome {
+    let message_id = m.message_id().unwrap_or("?").to_owned();
+    let Some(receipt) = m.receipt_handle().map(str::to_owned) else {
+        warn!(message_id, "message without receipt handle");
+        return Outcome::Rejected;
+    };
+    let receive_count: Option<i32> = m
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|v| v.parse().ok());
+    let body = m.body().unwrap_or("");
+    let span =
+        info_span!("job", message_id = %message_id, receive_count, job = tracing::field::Empty);
+    async move {
+        let spec = match parse(&ctx, body).await {
+            Ok(s) => s,
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "could not resolve the message; releasing");
+                set_visibility(&ctx, &receipt, Duration::ZERO).await;
+                return Outcome::Released;
+            }
+            Err(e) => {
+                // Nothing is written for an invalid message; SQS moves it to the DLQ after
+                // maxReceiveCount receives.
+                warn!(reason = %e, "message rejected");
+                set_visibility(&ctx, &receipt, ctx.cfg.failed_visibility).await;
+                return Outcome::Rejected;
+            }
+        };
+        tracing::Span::current().record("job", tracing::field::display(spec.id()));
+        process(&ctx, &spec, &receipt, &message_id, receive_count, cancel).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn parse(ctx: &Ctx, body: &str) -> Result<JobSpec, JobError> {
+    match message::parse(body, &ctx.cfg.aws)? {
+        message::Message::Native(s) => Ok(s),
+        message::Message::Legacy(l) => {
+            let client = ctx.pipeline.pool().get().await?;
+            message::resolve_legacy(&**client, &l).await
+        }
+    }
+}
+
+fn backoff(max_attempts: usize) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(max_attempts.saturating_sub(1))
+}
+
+async fn process(
+    ctx: &Arc<Ctx>,
+    spec: &JobSpec,
+    receipt: &str,
+    message_id: &str,
+    receive_count: Option<i32>,
+    mut cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let started = chrono_like::Started::now();
+    let attempt = Attempt {
+        message_id: Some(message_id.to_owned()),
+        receive_count,
+        abort: Arc::new(AtomicBool::new(false)),
+        observer: None,
+    };
+
+    // Heartbeat for the whole handling, including waits for budget and retries.
+    let lost = Arc::new(Notify::new());
+    let heartbeat = tokio::spawn(heartbeat(
+        Arc::clone(ctx),
+        receipt.to_owned(),
+        Arc::clone(&attempt.abort),
+        Arc::clone(&lost),
+    ));
+    let _stop_heartbeat = AbortOnDrop(heartbeat);
+
+    let prepared = (|| ctx.pipeline.prepare(spec))
+        .retry(backoff(ctx.cfg.max_attempts))
+        .sleep(tokio::time::sleep)
+        .when(JobError::is_transient)
+        .await;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) if e.is_transient() => {
+            warn!(error = %e, "database unavailable; releasing");
+            set_visibility(ctx, receipt, Duration::ZERO).await;
+            return Outcome::Released;
+        }
+        Err(e) => {
+            warn!(reason = %e, "message rejected");
+            set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
+            return Outcome::Rejected;
+        }
+    };
+    if prepared.already_done {
+        info!(
+            data_source = prepared.data_source_id,
+            "already done; dropping duplicate delivery"
+        );
+        if let Err(e) = ctx.pipeline.record_skip(&prepared, &attempt).await {
+            warn!(error = %e, "could not record the skip");
+        }
+        delete(ctx, receipt).await;
+        return Outcome::Skipped;
+    }
+
+    let work = async {
+        let need = (pipeline::estimate_bytes(spec) >> 20).clamp(1, ctx.budget_mb as u64) as u32;
+        let _permit = ctx
+            .budget
+            .acquire_many(need)
+            .await
+            .map_err(|_| JobError::Cancelled)?;
+        if !ctx.pipeline.mark_running(spec, &prepared).await? {
+            return Ok(pipeline::Loaded {
+                data_source_id: prepared.data_source_id,
+                superseded: true,
+                ..pipeline::Loaded::default()
+            });
+        }
+        let bucket = pipeline::bucket_for(spec, &ctx.cfg.aws);
+        let inputs = Inputs::S3 {
+            client: ctx.s3.clone(),
+            bucket,
+        };
+        let job = (|| ctx.pipeline.execute(spec, &prepared, &inputs, &attempt))
+            .retry(backoff(ctx.cfg.max_attempts))
+            .sleep(tokio::time::sleep)
+            .when(|e: &JobError| e.is_transient() && !e.is_abort())
+            .notify(|e: &JobError, after: Duration| {
+                warn!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
+            });
+        tokio::time::timeout(ctx.cfg.pipeline.job_timeout, job)
+            .await
+            .unwrap_or(Err(JobError::TimedOut(
+                ctx.cfg.pipeline.job_timeout.as_secs(),
+            )))
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = lost.notified() => Err(JobError::VisibilityLost("visibility extension failed".into())),
+        _ = cancelled(&mut cancel) => Err(JobError::Cancelled),
+    };
+    drop(_stop_heartbeat);
+
+    match result {
+        Ok(l) => {
+            if l.superseded {
+                info!("finished by another delivery; dropping this one");
+                delete(ctx, receipt).await;
+                return Outcome::Skipped;
+            }
+            info!(
+                data_source = l.data_source_id,
+                rows = l.rows,
+                replaced = l.rows_replaced,
+                bytes = l.bytes,
+                download_ms = l.download_ms,
+                decode_ms = l.decode_ms,
+                load_ms = l.load_ms,
+                unmatched = l.unmatched,
+                "job done"
+            );
+            delete(ctx, receipt).await;
+            Outcome::Done
+        }
+        Err(e) if e.is_abort() => {
+            // Release first: another worker may take the job at once.
+            warn!(reason = %e, "rolled back; releasing the message");
+            set_visibility(ctx, receipt, Duration::ZERO).await;
+            record(ctx, &prepared, &e, false, &attempt, started).await;
+            Outcome::Released
+        }
+        Err(e) if e.is_transient() => {
+            warn!(error = %e, "transient failure persisted; releasing for a later delivery");
+            record(ctx, &prepared, &e, false, &attempt, started).await;
+            set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
+            Outcome::Released
+        }
+        Err(e) => {
+            error!(error = %e, "job failed permanently; left for the dead-letter queue");
+            record(ctx, &prepared, &e, true, &attempt, started).await;
+            set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
+            Outcome::Failed
+        }
+    }
+}
+
+async fn record(
+    ctx: &Ctx,
+    p: &Prepared,
+    e: &JobError,
+    permanent: bool,
+    attempt: &Attempt,
+    started: chrono_like::Started,
+) {
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        ctx.pipeline
+            .record_failure(p, e, permanent, attempt, started),
+    )
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(error = %err, "could not record the failure"),
+        Err(_) => warn!("recording the failure timed out"),
+    }
+}
+
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Extends the message's visibility every third of the timeout; on failure flags the job
+/// (it must not commit) and wakes it.
+async fn heartbeat(ctx: Arc<Ctx>, receipt: String, abort: Arc<AtomicBool>, lost: Arc<Notify>) {
+    let vis = ctx.cfg.visibility_timeout;
+    let every = (vis / 3).max(Duration::from_millis(500));
+    loop {
+        tokio::time::sleep(every).await;
+        let r = tokio::time::timeout(
+            every,
+            ctx.sqs
+                .change_message_visibility()
+                .queue_url(&ctx.url)
+                .receipt_handle(&receipt)
+                .visibility_timeout(vis.as_secs() as i32)
+                .send(),
+        )
+        .await;
+        match r {
+            Ok(Ok(_)) => tracing::debug!(visibility_s = vis.as_secs(), "visibility extended"),
+            Ok(Err(e)) => {
+                error!(error = %error_chain(&e), "visibility extension failed; aborting the job");
+                abort.store(true, Ordering::SeqCst);
+                lost.notify_one();
+                return;
+            }
+            Err(_) => {
+                error!("visibility extension timed out; aborting the job");
+                abort.store(true, Ordering::SeqCst);
+                lost.notify_one();
+                return;
+            }
+        }
+    }
+}
+
+async fn delete(ctx: &Ctx, receipt: &str) {
+    let r = (|| {
+        ctx.sqs
+            .delete_message()
+            .queue_url(&ctx.url)
+            .receipt_handle(receipt)
+            .send()
+    })
+    .retry(backoff(3))
+    .sleep(tokio::time::sleep)
+    .await;
+    if let Err(e) = r {
+        // The job is committed; a redelivery is recognised as done and dropped.
+        warn!(error = %error_chain(&e), "could not delete the message");
+    }
+}
+
+async fn set_visibility(ctx: &Ctx, receipt: &str, vis: Duration) {
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        ctx.sqs
+            .change_message_visibility()
+            .queue_url(&ctx.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(vis.as_secs() as i32)
+            .send(),
+    )
+    .await;
+    match r {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %error_chain(&e), "could not change the message's visibility"),
+        Err(_) => warn!("changing the message's visibility timed out"),
+    }
 }

@@ -1,0 +1,314 @@
+//! Shared helpers: the local services, unique names, fixture uploads, queue and DB checks.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_postgres::NoTls;
+use worker::cli::{Cli, Command};
+use worker::config::{AwsConfig, DbConfig, PipelineConfig, QueueRef, RunConfig, Schema};
+
+/// Addresses of the local services.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub db_url: String,
+    pub endpoint: String,
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The services' addresses, or `None` (after printing `SKIPPED: …`) outside CI.
+pub fn env() -> Option<Env> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        get("NEXINGEST_DATABASE_URL"),
+        get("NEXINGEST_AWS_ENDPOINT_URL"),
+    ) {
+        (Some(db_url), Some(endpoint)) => Some(Env { db_url, endpoint }),
+        _ if in_ci() => panic!(
+            "NEXINGEST_DATABASE_URL / NEXINGEST_AWS_ENDPOINT_URL unset under CI=true; run `make test`"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: NEXINGEST_DATABASE_URL / NEXINGEST_AWS_ENDPOINT_URL not set (run `make test`)"
+            );
+            None
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `{prefix}-{pid}-{n}-{nanos}` (lower case).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
+}
+
+/// One test's world: its schema, bucket(s), queue + DLQ.
+pub struct World {
+    pub env: Env,
+    pub schema: String,
+    pub bucket: String,
+    pub geo_bucket: String,
+    pub queue: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub pg: tokio_postgres::Client,
+}
+
+pub fn aws_config(env: &Env, bucket: &str, geo_bucket: &str) -> AwsConfig {
+    AwsConfig {
+        endpoint_url: Some(env.endpoint.clone()),
+        nex_gddp_bucket: bucket.into(),
+        loca_bucket: bucket.into(),
+        cmip6_bucket: bucket.into(),
+        allowed_buckets: [bucket.to_owned(), geo_bucket.to_owned()]
+            .into_iter()
+            .collect(),
+    }
+}
+
+impl World {
+    /// Creates a migrated schema, buckets and a queue with a DLQ.
+    pub async fn new(env: Env, name: &str, max_receive_count: u32, queue_visibility: u32) -> World {
+        let id = unique(name);
+        let schema = format!("t_{}", id.replace('-', "_"));
+        let bucket = format!("b-{id}");
+        let geo_bucket = format!("g-{id}");
+        let db = DbConfig {
+            url: env.db_url.clone(),
+            schema: Schema::new(&schema).unwrap(),
+        };
+        worker::cmd::migrate::run(&db).await.expect("migrate");
+        let clients = worker::aws::clients(&aws_config(&env, &bucket, &geo_bucket)).await;
+        for b in [&bucket, &geo_bucket] {
+            clients
+                .s3
+                .create_bucket()
+                .bucket(b)
+                .send()
+                .await
+                .expect("create bucket");
+        }
+        let queue = format!("q-{id}");
+        let (queue_url, dlq_url) = worker::queue::create_with_dlq(
+            &clients.sqs,
+            &queue,
+            &format!("{queue}-dlq"),
+            max_receive_count,
+            queue_visibility,
+        )
+        .await
+        .expect("create queue");
+        let (pg, conn) = tokio_postgres::connect(&env.db_url, NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        pg.batch_execute(&format!("SET search_path TO {schema}"))
+            .await
+            .unwrap();
+        World {
+            env,
+            schema,
+            bucket,
+            geo_bucket,
+            queue,
+            queue_url,
+            dlq_url,
+            s3: clients.s3,
+            sqs: clients.sqs,
+            pg,
+        }
+    }
+
+    pub fn db(&self) -> DbConfig {
+        DbConfig {
+            url: self.env.db_url.clone(),
+            schema: Schema::new(&self.schema).unwrap(),
+        }
+    }
+
+    pub fn aws(&self) -> AwsConfig {
+        aws_config(&self.env, &self.bucket, &self.geo_bucket)
+    }
+
+    /// A consumer configuration for this world (short waits, `until_empty`).
+    pub fn run_config(&self) -> RunConfig {
+        RunConfig {
+            db: self.db(),
+            aws: self.aws(),
+            queue: QueueRef::Url(self.queue_url.clone()),
+            pipeline: PipelineConfig {
+                memory_budget: 1 << 30,
+                work_dir: std::env::temp_dir(),
+                download_concurrency: 4,
+                download_part: 64 * 1024,
+                search_radius_km: 50.0,
+                job_timeout: Duration::from_secs(120),
+            },
+            jobs: 2,
+            visibility_timeout: Duration::from_secs(30),
+            wait_time: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+            until_empty: true,
+            max_attempts: 2,
+            failed_visibility: Duration::ZERO,
+            worker_id: "test".into(),
+        }
+    }
+
+    /// Uploads the committed fixture files of one job (`MANIFEST.json` rows) under their real
+    /// keys; `replace` swaps a file for another (e.g. the corrupt one).
+    pub async fn upload_job(
+        &self,
+        dataset: &str,
+        model: &str,
+        year: i64,
+        replace: Option<(&str, PathBuf)>,
+    ) {
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(fixtures::data_dir().join("MANIFEST.json")).unwrap(),
+        )
+        .unwrap();
+        let mut n = 0;
+        for f in manifest["files"].as_array().unwrap() {
+            if f["kind"] != "dataset"
+                || f["dataset"] != dataset
+                || f["model"] != model
+                || f["year"] != year
+            {
+                continue;
+            }
+            let var = f["var"].as_str().unwrap();
+            let path = match &replace {
+                Some((v, p)) if *v == var => p.clone(),
+                _ => fixtures::data_dir().join(f["path"].as_str().unwrap()),
+            };
+            let body = aws_sdk_s3::primitives::ByteStream::from_path(&path)
+                .await
+                .unwrap();
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(f["s3_key"].as_str().unwrap())
+                .body(body)
+                .send()
+                .await
+                .expect("upload");
+            n += 1;
+        }
+        assert_eq!(n, 3, "fixture files of {dataset} {model} {year}");
+    }
+
+    /// Runs `nexingest … enqueue …` through the real CLI parser against this world.
+    pub async fn enqueue(&self, args: &[&str]) -> usize {
+        let mut argv: Vec<String> = vec![
+            "nexingest".into(),
+            "--database-url".into(),
+            self.env.db_url.clone(),
+            "--schema".into(),
+            self.schema.clone(),
+            "enqueue".into(),
+            "--queue-url".into(),
+            self.queue_url.clone(),
+            "--aws-endpoint-url".into(),
+            self.env.endpoint.clone(),
+            "--nex-gddp-bucket".into(),
+            self.bucket.clone(),
+            "--loca-bucket".into(),
+            self.bucket.clone(),
+            "--cmip6-bucket".into(),
+            self.bucket.clone(),
+            "--allowed-buckets".into(),
+            self.geo_bucket.clone(),
+        ];
+        argv.extend(args.iter().map(|s| (*s).to_owned()));
+        let cli = Cli::try_parse_from(argv).expect("enqueue flags");
+        let Command::Enqueue(a) = &cli.command else {
+            unreachable!()
+        };
+        let cfg =
+            worker::cmd::enqueue::EnqueueConfig::from_args(&cli.global, a).expect("enqueue config");
+        worker::cmd::enqueue::run(&cfg).await.expect("enqueue")
+    }
+
+    pub async fn send_raw(&self, bodies: &[&str]) {
+        let bodies: Vec<String> = bodies.iter().map(|s| (*s).to_owned()).collect();
+        worker::queue::send_all(&self.sqs, &self.queue_url, &bodies)
+            .await
+            .unwrap();
+    }
+
+    /// Messages currently receivable from a queue (received with a long visibility so a
+    /// second call does not see them again).
+    pub async fn drain_queue(&self, url: &str, wait: i32) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let r = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(wait)
+                .visibility_timeout(600)
+                .send()
+                .await
+                .unwrap();
+            let msgs = r.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            out.extend(msgs.into_iter().filter_map(|m| m.body));
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    }
+
+    /// Makes every row of `climate_data_year` insert take `secs` (a real, slow database).
+    pub async fn slow_inserts(&self, secs: f64) {
+        self.pg
+            .batch_execute(&format!(
+                "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN PERFORM pg_sleep({secs}); RETURN NEW; END $$;
+                 CREATE TRIGGER slow BEFORE INSERT ON climate_data_year
+                   FOR EACH ROW EXECUTE FUNCTION slow_insert();"
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Drops the schema (best effort).
+    pub async fn cleanup(self) {
+        let _ = self
+            .pg
+            .batch_execute(&format!(
+                "SET lock_timeout = '20s'; DROP SCHEMA {} CASCADE",
+                self.schema
+            ))
+            .await;
+    }
+}
