@@ -70,7 +70,8 @@ fn bench(c: &mut Criterion) {
     let sparse = series(50); // ~2% NULL elements, like coastal cells
     let mask = vec![true; DAYS];
 
-    let cases: [(&str, &[[Vec<f32>; 3]], Validity<'_>); 4] = [
+    type Case<'a> = (&'a str, &'a [[Vec<f32>; 3]], Validity<'a>);
+    let cases: [Case<'_>; 4] = [
         ("all_valid", &dense, Validity::AllValid),
         ("nan_is_null_no_nulls", &dense, Validity::NanIsNull),
         ("nan_is_null_2pct_nulls", &sparse, Validity::NanIsNull),

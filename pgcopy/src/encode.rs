@@ -329,7 +329,7 @@ pub fn array<T: ArrayElement>(values: &[T], validity: Validity<'_>, buf: &mut By
     try_array(values, validity, buf).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Appends a one-dimensional array field; see [`array`].
+/// Appends a one-dimensional array field; see [`array()`].
 ///
 /// # Errors
 ///
@@ -430,7 +430,7 @@ fn sparse<T: ArrayElement>(values: &[T], body: &mut [u8], valid: impl Fn(usize) 
     pos
 }
 
-/// Appends a `real[]` field; see [`array`].
+/// Appends a `real[]` field; see [`array()`].
 ///
 /// # Panics
 ///
@@ -440,7 +440,7 @@ pub fn float4_array(values: &[f32], validity: Validity<'_>, buf: &mut BytesMut) 
     array(values, validity, buf)
 }
 
-/// Appends a `double precision[]` field; see [`array`].
+/// Appends a `double precision[]` field; see [`array()`].
 ///
 /// # Panics
 ///
@@ -450,7 +450,7 @@ pub fn float8_array(values: &[f64], validity: Validity<'_>, buf: &mut BytesMut) 
     array(values, validity, buf)
 }
 
-/// Appends an `integer[]` field; see [`array`].
+/// Appends an `integer[]` field; see [`array()`].
 ///
 /// # Panics
 ///
@@ -460,7 +460,7 @@ pub fn int4_array(values: &[i32], validity: Validity<'_>, buf: &mut BytesMut) {
     array(values, validity, buf)
 }
 
-/// Appends a `bigint[]` field; see [`array`].
+/// Appends a `bigint[]` field; see [`array()`].
 ///
 /// # Panics
 ///
@@ -886,7 +886,7 @@ impl RowWriter<'_> {
         Ok(self)
     }
 
-    /// Writes a one-dimensional array of `f32`, `f64`, `i32` or `i64` (see [`array`]).
+    /// Writes a one-dimensional array of `f32`, `f64`, `i32` or `i64` (see [`array()`]).
     ///
     /// # Errors
     ///
