@@ -649,7 +649,7 @@ impl Pipeline {
         attempt: &Attempt,
         started: chrono_like::Started,
     ) -> Result<Loaded, JobError> {
-        let rows = Rows::new(&d.blocks)?;
+        let rows = Rows::new(&d.blocks, !matches!(spec.locations, LocationSource::All))?;
         let coords: Vec<(f64, f64)> = rows.cells.iter().map(|&c| d.grid.coords(c)).collect();
         let ids = self.map_cell_ids(p.ids.dataset, &coords).await?;
 
@@ -931,11 +931,9 @@ fn decode_one(
     let block = f
         .decode_year(year, &sel, opts)
         .map_err(|e| decode_err(label, e))?;
-    // Later variables decode the same cells the first one found.
-    let reuse = match &sel {
-        CellSelection::AllData => CellSelection::Cells(block.cells.clone()),
-        other => other.clone(),
-    };
+    // Later variables decode the same selection: every data cell of their own (rows are the
+    // union, NULL arrays where a variable has no data), or the cells the first one resolved.
+    let reuse = sel.clone();
     Ok((grid, block, reuse, matches))
 }
 
@@ -1002,7 +1000,7 @@ struct Rows {
 const NO_ROW: u32 = u32::MAX;
 
 impl Rows {
-    fn new(blocks: &[YearBlock]) -> Result<Rows, JobError> {
+    fn new(blocks: &[YearBlock], drop_empty: bool) -> Result<Rows, JobError> {
         let first = &blocks[0].cells;
         let mut rows = if blocks.iter().all(|b| &b.cells == first) {
             Rows {
@@ -1030,7 +1028,14 @@ impl Rows {
                 index: Some(index),
             }
         };
-        // A cell missing on every day of every variable is not a data cell.
+        // A cell missing on every day of every variable is not a data cell. (All-data
+        // selections hold data cells only, so only explicit cell lists need the check.)
+        if u32::try_from(rows.cells.len()).is_err() {
+            return Err(JobError::Data("too many cells".into()));
+        }
+        if !drop_empty {
+            return Ok(rows);
+        }
         let keep: Vec<bool> = (0..rows.cells.len())
             .map(|k| {
                 blocks.iter().enumerate().any(|(v, b)| {
@@ -1063,9 +1068,6 @@ impl Rows {
                 cells,
                 index: Some(index),
             };
-        }
-        if u32::try_from(rows.cells.len()).is_err() {
-            return Err(JobError::Data("too many cells".into()));
         }
         Ok(rows)
     }

@@ -747,3 +747,31 @@ async fn local_ingest_of_a_boundary_loads_the_touched_cells() {
     assert_eq!(outside, 0);
     w.cleanup().await;
 }
+
+#[test]
+fn key_templates_match_the_fixture_manifest() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures::data_dir().join("MANIFEST.json")).unwrap())
+            .unwrap();
+    let mut n = 0;
+    for f in manifest["files"].as_array().unwrap() {
+        if f["kind"] != "dataset" {
+            continue;
+        }
+        let d: worker::catalog::Dataset = f["dataset"].as_str().unwrap().parse().unwrap();
+        let (scenario, model, var) = (
+            f["scenario"].as_str().unwrap(),
+            f["model"].as_str().unwrap(),
+            f["var"].as_str().unwrap(),
+        );
+        let year = f["year"].as_i64().unwrap() as i32;
+        assert_eq!(
+            d.key(scenario, model, year, var),
+            f["s3_key"].as_str().unwrap()
+        );
+        assert_eq!(d.member(model, scenario), f["member"].as_str().unwrap());
+        assert_eq!(d.default_bucket(), f["bucket"].as_str().unwrap());
+        n += 1;
+    }
+    assert_eq!(n, 12);
+}
