@@ -27,25 +27,40 @@ static TIMES: Mutex<Option<HashMap<&'static str, Vec<f64>>>> = Mutex::new(None);
 
 fn record(name: &'static str, per_iter: f64) {
     let mut t = TIMES.lock().unwrap();
-    t.get_or_insert_with(HashMap::new).entry(name).or_default().push(per_iter);
+    t.get_or_insert_with(HashMap::new)
+        .entry(name)
+        .or_default()
+        .push(per_iter);
 }
 
 fn median(name: &str) -> f64 {
     let t = TIMES.lock().unwrap();
-    let mut v = t.as_ref().and_then(|m| m.get(name)).cloned().unwrap_or_default();
+    let mut v = t
+        .as_ref()
+        .and_then(|m| m.get(name))
+        .cloned()
+        .unwrap_or_default();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn all_cells() -> CellSelection {
     let [_, ny, nx] = nb::FULL_GRID_SHAPE;
-    CellSelection::Cells((0..ny).flat_map(|lat| (0..nx).map(move |lon| CellIndex { lat, lon })).collect())
+    CellSelection::Cells(
+        (0..ny)
+            .flat_map(|lat| (0..nx).map(move |lon| CellIndex { lat, lon }))
+            .collect(),
+    )
 }
 
 fn decode(path: &Path, cells: &CellSelection, read_path: ReadPath) -> nexdecode::YearBlock {
     let file = GridFile::open(path).expect("open the benchmark grid");
-    let options = DecodeOptions { read_path, ..DecodeOptions::default() };
-    file.decode_year(2015, cells, &options).expect("decode the benchmark grid")
+    let options = DecodeOptions {
+        read_path,
+        ..DecodeOptions::default()
+    };
+    file.decode_year(2015, cells, &options)
+        .expect("decode the benchmark grid")
 }
 
 /// Peak RSS growth while `f` runs (VmHWM reset first), in MiB.
@@ -80,7 +95,10 @@ fn main() {
         b.iter_custom(|iters| {
             let t = Instant::now();
             for _ in 0..iters {
-                assert_eq!(nb::raw_inflate_all(&file, &chunks, chunk_bytes) as u64, raw_bytes);
+                assert_eq!(
+                    nb::raw_inflate_all(&file, &chunks, chunk_bytes) as u64,
+                    raw_bytes
+                );
             }
             let d = t.elapsed();
             record("inflate_limit", d.as_secs_f64() / iters as f64);
@@ -112,14 +130,35 @@ fn main() {
     let (a, b, c_) = (median("inflate_limit"), median("chunked"), median("netcdf"));
     let gbps = |s: f64| raw_bytes as f64 / s / 1e9;
     println!();
-    println!("decode 365x600x1440 f32 ({:.2} GB raw, {} chunks, {threads} rayon threads), medians of this run:", raw_bytes as f64 / 1e9, chunks.len());
-    println!("  (a) inflate limit (pread + libdeflate, all cores): {a:.3} s  {:.2} GB/s", gbps(a));
-    println!("  (b) chunked fast path, all cells -> cell-major:    {b:.3} s  {:.2} GB/s", gbps(b));
-    println!("  (c) netcdf-crate path, same request:               {c_:.3} s  {:.2} GB/s", gbps(c_));
-    println!("  (b)/(a) throughput ratio: {:.2}  (DESIGN §7 target >= 0.7)", a / b);
+    println!(
+        "decode 365x600x1440 f32 ({:.2} GB raw, {} chunks, {threads} rayon threads), medians of this run:",
+        raw_bytes as f64 / 1e9,
+        chunks.len()
+    );
+    println!(
+        "  (a) inflate limit (pread + libdeflate, all cores): {a:.3} s  {:.2} GB/s",
+        gbps(a)
+    );
+    println!(
+        "  (b) chunked fast path, all cells -> cell-major:    {b:.3} s  {:.2} GB/s",
+        gbps(b)
+    );
+    println!(
+        "  (c) netcdf-crate path, same request:               {c_:.3} s  {:.2} GB/s",
+        gbps(c_)
+    );
+    println!(
+        "  (b)/(a) throughput ratio: {:.2}  (DESIGN §7 target >= 0.7)",
+        a / b
+    );
     println!("  (c)/(b) time ratio (fast path speed-up): {:.2}", c_ / b);
     let mib = |r: Option<f64>| r.map_or("n/a".to_string(), |m| format!("{m:.0} MiB"));
-    println!("  peak RSS growth: chunked {}, netcdf {} (output block alone: {:.0} MiB)", mib(rss_fast), mib(rss_netcdf), raw_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "  peak RSS growth: chunked {}, netcdf {} (output block alone: {:.0} MiB)",
+        mib(rss_fast),
+        mib(rss_netcdf),
+        raw_bytes as f64 / (1 << 20) as f64
+    );
 
     c.final_summary();
 }

@@ -11,7 +11,10 @@ use rayon::prelude::*;
 /// Directory for generated benchmark inputs: `<workspace>/target/bench-data` (shared by all
 /// target dirs, generated once).
 pub fn bench_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("bench-data")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("bench-data")
 }
 
 /// The variable of [`full_grid_file`].
@@ -73,7 +76,10 @@ pub fn raw_chunks(path: &Path, var: &str) -> (Vec<RawChunk>, usize) {
         let chunks = (0..n)
             .map(|i| {
                 let info = ds.chunk_info(i).expect("chunk info");
-                RawChunk { addr: info.addr, size: info.size as usize }
+                RawChunk {
+                    addr: info.addr,
+                    size: info.size as usize,
+                }
             })
             .collect();
         (chunks, chunk_bytes)
@@ -100,7 +106,9 @@ pub fn raw_inflate_all(file: &File, chunks: &[RawChunk], chunk_bytes: usize) -> 
                 compressed.resize(c.size, 0);
                 out.resize(chunk_bytes, 0);
                 file.read_exact_at(compressed, c.addr).expect("read chunk");
-                inflater.zlib_decompress(compressed, out).expect("inflate chunk")
+                inflater
+                    .zlib_decompress(compressed, out)
+                    .expect("inflate chunk")
             })
         })
         .sum()
@@ -124,5 +132,10 @@ pub fn reset_peak_rss() -> bool {
 fn proc_status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

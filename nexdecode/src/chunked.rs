@@ -117,7 +117,11 @@ fn advise_huge_pages(buf: &mut [f32]) {
     if end > aligned {
         // SAFETY: the range lies inside `buf`'s allocation; MADV_HUGEPAGE changes no contents.
         unsafe {
-            libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+            libc::madvise(
+                aligned as *mut libc::c_void,
+                end - aligned,
+                libc::MADV_HUGEPAGE,
+            );
         }
     }
 }
