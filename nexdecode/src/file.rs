@@ -296,6 +296,7 @@ impl GridFile {
         req: &BlockRequest<'_>,
         path: ReadPath,
     ) -> Result<Array2<f32>, DecodeError> {
+        quiet_hdf5_errors();
         let netcdf = || netcdf_read::decode_netcdf(&self.path, &self.file, req, self.info.dtype);
         match path {
             ReadPath::Netcdf => netcdf(),
@@ -340,7 +341,24 @@ pub(crate) fn drop_empty_rows(values: Array2<f32>, cells: &mut Vec<usize>) -> Ar
     Array2::from_shape_vec((k, days), v).expect("k × days elements")
 }
 
+/// Turns off HDF5's automatic error printing on the calling thread, once per thread.
+///
+/// Debian's HDF5 is a thread-safe build, which keeps that setting per thread; libnetcdf turns it
+/// off only on the thread that initialised it, so on every other thread its routine probes for
+/// optional attributes (`_QuantizeBitRoundNumberOfSignificantBits`, …) print error stacks to
+/// stderr. Called before this crate enters libnetcdf.
+fn quiet_hdf5_errors() {
+    thread_local!(static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    QUIET.with(|quiet| {
+        if !quiet.get() {
+            hdf5_metno::silence_errors(true);
+            quiet.set(true);
+        }
+    });
+}
+
 fn open_file(path: &Path) -> Result<netcdf::File, DecodeError> {
+    quiet_hdf5_errors();
     if !path.exists() {
         return Err(DecodeError::Netcdf {
             path: path.to_path_buf(),
