@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use hdf5_metno as hdf5;
 use hdf5_metno::filters::Filter;
@@ -52,38 +53,80 @@ const PREFETCH_ROWS: usize = 8;
 /// `HADDR_UNDEF`: a chunk that has no storage.
 const ADDR_UNDEF: u64 = u64::MAX;
 
-/// Decodes `req` from `path` through the chunked fast path.
+/// Which rows [`decode_chunked_into`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// One row per requested cell, in request order.
+    Requested,
+    /// Only the requested cells that hold at least one valid value on the requested steps, in
+    /// request (ascending) order: the rows `drop_empty_rows` would keep, without ever writing
+    /// the others.
+    Valid,
+}
+
+/// Decodes `req` from `path` through the chunked fast path into a fresh `cells × days` block.
 ///
-/// Returns `Ok(None)` when the variable is not eligible (not an HDF5 file, not chunked, filters
-/// other than `[shuffle, deflate]` / `[deflate]`, not a 4-byte float, a chunk without storage,
-/// or anything HDF5 cannot open); the caller then uses the `netcdf`-crate path, which reads the
-/// same values.
+/// Returns `Ok(None)` when the variable is not eligible; see [`decode_chunked_into`].
 ///
 /// # Errors
 ///
-/// [`DecodeError::Corrupt`] (naming the variable and the chunk's first time index) when a chunk of an eligible variable cannot be read (short
-/// read: truncated file), does not inflate, or inflates to the wrong size.
+/// As [`decode_chunked_into`].
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn decode_chunked(
     path: &Path,
     req: &BlockRequest<'_>,
 ) -> Result<Option<Array2<f32>>, DecodeError> {
+    let mut values = Vec::new();
+    let mut cells = Vec::new();
+    if !decode_chunked_into(path, req, Rows::Requested, &mut values, &mut cells)? {
+        return Ok(None);
+    }
+    let out = Array2::from_shape_vec((cells.len(), req.days), values)
+        .expect("output length is cells * days");
+    Ok(Some(out))
+}
+
+/// Decodes `req` from `path` through the chunked fast path into `values` (`cells.len() × days`,
+/// cell-major) and `cells` (the grid cells of the rows, see [`Rows`]).
+///
+/// Both vectors are overwritten and their allocations reused: when `values` already has the
+/// capacity, no new memory is allocated or faulted for the output.
+///
+/// Returns `Ok(false)` (leaving both vectors untouched) when the variable is not eligible (not an
+/// HDF5 file, not chunked, filters other than `[shuffle, deflate]` / `[deflate]`, not a 4-byte
+/// float, a chunk without storage, or anything HDF5 cannot open); the caller then uses the
+/// `netcdf`-crate path, which reads the same values.
+///
+/// # Errors
+///
+/// [`DecodeError::Corrupt`] (naming the variable and the chunk's first time index) when a chunk
+/// of an eligible variable cannot be read (short read: truncated file), does not inflate, or
+/// inflates to the wrong size. The vectors' contents are then unspecified.
+pub(crate) fn decode_chunked_into(
+    path: &Path,
+    req: &BlockRequest<'_>,
+    rows: Rows,
+    values: &mut Vec<f32>,
+    cells: &mut Vec<usize>,
+) -> Result<bool, DecodeError> {
     let _span = tracing::debug_span!(
         "decode_chunked",
         var = req.var,
         cells = req.cells.len(),
-        steps = req.steps.len()
+        steps = req.steps.len(),
+        ?rows
     )
     .entered();
     if !request_is_valid(req) || !has_hdf5_magic(path) {
-        return Ok(None);
+        return Ok(false);
     }
     let Some(layout) = hdf5::sync::sync(|| Layout::probe(path, req)) else {
         tracing::debug!(var = req.var, "chunked fast path not eligible");
-        return Ok(None);
+        return Ok(false);
     };
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(_) => return Ok(None),
+        Err(_) => return Ok(false),
     };
     let plan = Plan::new(req, &layout);
     if !plan.chunks_present(&layout) {
@@ -91,14 +134,23 @@ pub(crate) fn decode_chunked(
             var = req.var,
             "chunk without storage; using the netcdf path"
         );
-        return Ok(None);
+        return Ok(false);
     }
-    let mut out = vec![0.0_f32; req.cells.len() * req.days];
-    advise_huge_pages(&mut out);
-    decode_into(&file, path, req, &layout, &plan, &mut out)?;
-    let out = Array2::from_shape_vec((req.cells.len(), req.days), out)
-        .expect("output length is cells * days");
-    Ok(Some(out))
+    let mut out = Output {
+        values,
+        cells,
+        main: 0,
+        runs: Vec::new(),
+        started: false,
+    };
+    out.cells.clear();
+    decode_into(&file, path, req, &layout, &plan, rows, &mut out)?;
+    if out.cells.is_empty() {
+        // No rows (nothing requested, or no valid value): nothing was prepared.
+        out.values.clear();
+    }
+    debug_assert_eq!(out.values.len(), out.cells.len() * req.days);
+    Ok(true)
 }
 
 /// Asks the kernel to back a large, still untouched output buffer with transparent huge pages
@@ -264,45 +316,29 @@ struct TimeChunk {
     steps: Vec<(usize, usize)>,
 }
 
-/// Which chunks to read and where their values go; no HDF5 involved.
+/// Which chunks to read and which time steps go where; no HDF5 involved.
 #[derive(Debug)]
 struct Plan {
-    /// Spatial chunk positions (`yc * grid_x + xc`) holding selected cells, ascending.
+    /// Spatial chunk positions (`yc * grid_x + xc`) holding requested cells, ascending.
     spatial: Vec<usize>,
-    runs: Vec<Run>,
     time_chunks: Vec<TimeChunk>,
     /// Output slots no step writes (NaN).
     uncovered: Vec<usize>,
+    /// Length of the longitude axis.
+    nx: usize,
 }
 
 impl Plan {
     fn new(req: &BlockRequest<'_>, layout: &Layout) -> Plan {
-        let [_, _, nx] = req.shape;
-        let [ct, cy, cx] = layout.chunk;
-        let gx = layout.grid[2];
-        let pos = |g: usize| {
-            let (y, x) = (g / nx, g % nx);
-            ((y / cy) * gx + x / cx, (y % cy) * cx + x % cx)
-        };
-        let mut spatial: Vec<usize> = req.cells.iter().map(|&g| pos(g).0).collect();
+        let nx = req.shape[2];
+        let mut spatial: Vec<usize> = req
+            .cells
+            .iter()
+            .map(|&g| spatial_pos(g, nx, layout).0)
+            .collect();
         spatial.sort_unstable();
         spatial.dedup();
-        let mut runs: Vec<Run> = Vec::new();
-        for (i, &g) in req.cells.iter().enumerate() {
-            let (sp, off) = pos(g);
-            let s = spatial.binary_search(&sp).expect("collected above");
-            match runs.last_mut() {
-                Some(r) if r.spatial == s && r.off + r.len == off && r.cell + r.len == i => {
-                    r.len += 1
-                }
-                _ => runs.push(Run {
-                    cell: i,
-                    len: 1,
-                    spatial: s,
-                    off,
-                }),
-            }
-        }
+        let ct = layout.chunk[0];
         let mut time_chunks: Vec<TimeChunk> = Vec::new();
         let mut covered = vec![false; req.days];
         for st in req.steps {
@@ -320,10 +356,36 @@ impl Plan {
         let uncovered = (0..req.days).filter(|&d| !covered[d]).collect();
         Plan {
             spatial,
-            runs,
             time_chunks,
             uncovered,
+            nx,
         }
+    }
+
+    /// The runs of `cells` (a subset of the requested cells, in any order): run `cell` fields
+    /// index into `cells`.
+    fn runs(&self, cells: &[usize], layout: &Layout) -> Vec<Run> {
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, &g) in cells.iter().enumerate() {
+            let (sp, off) = spatial_pos(g, self.nx, layout);
+            let s = if self.spatial.len() == 1 {
+                0
+            } else {
+                self.spatial.binary_search(&sp).expect("a requested cell")
+            };
+            match runs.last_mut() {
+                Some(r) if r.spatial == s && r.off + r.len == off && r.cell + r.len == i => {
+                    r.len += 1
+                }
+                _ => runs.push(Run {
+                    cell: i,
+                    len: 1,
+                    spatial: s,
+                    off,
+                }),
+            }
+        }
+        runs
     }
 
     fn chunk_pos(&self, layout: &Layout, tc: usize, spatial: usize) -> usize {
@@ -335,6 +397,160 @@ impl Plan {
             (0..self.spatial.len())
                 .all(|s| layout.chunks[self.chunk_pos(layout, t.tc, s)].is_some())
         })
+    }
+}
+
+/// Spatial chunk position of flat grid cell `g` and its element offset inside one time plane of
+/// that chunk.
+#[inline]
+fn spatial_pos(g: usize, nx: usize, layout: &Layout) -> (usize, usize) {
+    let [_, cy, cx] = layout.chunk;
+    let (y, x) = (g / nx, g % nx);
+    ((y / cy) * layout.grid[2] + x / cx, (y % cy) * cx + x % cx)
+}
+
+/// The output being written: rows, their cells, and where their values come from.
+struct Output<'v> {
+    /// `cells.len() × days`, cell-major.
+    values: &'v mut Vec<f32>,
+    /// Grid cell of each row: the first `main` ascending, then (in [`Rows::Valid`] mode) cells
+    /// found valid only in a later batch, in the order they were found.
+    cells: &'v mut Vec<usize>,
+    main: usize,
+    /// [`Plan::runs`] of `cells`.
+    runs: Vec<Run>,
+    /// Whether a batch has been written (rows added later must be NaN on earlier slots).
+    started: bool,
+}
+
+impl Output<'_> {
+    /// Appends rows for `new` (ascending, not yet present). The first rows added become the
+    /// ascending main block, reusing `values`' allocation; later ones are appended, all NaN.
+    fn add_rows(&mut self, new: &[usize], days: usize, plan: &Plan, layout: &Layout) {
+        if new.is_empty() {
+            return;
+        }
+        if self.cells.is_empty() {
+            self.cells.extend_from_slice(new);
+            self.main = new.len();
+            prepare(self.values, new.len() * days);
+            if self.started {
+                self.values
+                    .par_chunks_mut(days)
+                    .for_each(|row| row.fill(f32::NAN));
+            } else if !plan.uncovered.is_empty() {
+                self.values.par_chunks_mut(days).for_each(|row| {
+                    for &d in &plan.uncovered {
+                        row[d] = f32::NAN;
+                    }
+                });
+            }
+        } else {
+            let len = self.values.len() + new.len() * days;
+            self.values.reserve_exact(new.len() * days);
+            self.values.resize(len, f32::NAN);
+            self.cells.extend_from_slice(new);
+        }
+        self.runs = plan.runs(self.cells, layout);
+    }
+
+    /// Merges the rows appended after the main block into it, so that all rows are ascending.
+    /// Needs memory for those rows once more; nothing happens when there are none.
+    fn finish(&mut self, days: usize) {
+        let (m, e) = (self.main, self.cells.len() - self.main);
+        if e == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..e).collect();
+        order.sort_unstable_by_key(|&j| self.cells[m + j]);
+        let late: Vec<usize> = order.iter().map(|&j| self.cells[m + j]).collect();
+        let mut rows: Vec<f32> = Vec::with_capacity(e * days);
+        for &j in &order {
+            rows.extend_from_slice(&self.values[(m + j) * days..][..days]);
+        }
+        // Backward merge: the destination row `k` is never below the main row it takes.
+        let (mut i, mut j, mut k) = (m, e, m + e);
+        while j > 0 {
+            k -= 1;
+            if i > 0 && self.cells[i - 1] > late[j - 1] {
+                i -= 1;
+                self.values.copy_within(i * days..(i + 1) * days, k * days);
+                self.cells[k] = self.cells[i];
+            } else {
+                j -= 1;
+                self.values[k * days..(k + 1) * days]
+                    .copy_from_slice(&rows[j * days..(j + 1) * days]);
+                self.cells[k] = late[j];
+            }
+        }
+        self.main = self.cells.len();
+    }
+}
+
+/// Makes `values` `len` long, reusing its allocation when it is large enough (the contents are
+/// overwritten by the caller); otherwise a fresh zeroed allocation (untouched pages).
+fn prepare(values: &mut Vec<f32>, len: usize) {
+    if values.capacity() >= len {
+        if values.len() >= len {
+            values.truncate(len);
+        } else {
+            values.resize(len, 0.0);
+        }
+    } else {
+        // Free the old buffer first: peak memory stays one output.
+        *values = Vec::new();
+        *values = vec![0.0; len];
+        advise_huge_pages(values);
+    }
+}
+
+/// Requested cells not (yet) known to hold a valid value ([`Rows::Valid`] mode).
+struct Candidates {
+    /// Ascending grid cells.
+    cells: Vec<usize>,
+    /// [`Plan::runs`] of `cells`, grouped by spatial chunk index.
+    by_spatial: Vec<Vec<Run>>,
+}
+
+impl Candidates {
+    fn new(cells: Vec<usize>, plan: &Plan, layout: &Layout) -> Candidates {
+        let mut c = Candidates {
+            cells,
+            by_spatial: Vec::new(),
+        };
+        c.index(plan, layout);
+        c
+    }
+
+    fn index(&mut self, plan: &Plan, layout: &Layout) {
+        self.by_spatial = vec![Vec::new(); plan.spatial.len()];
+        for run in plan.runs(&self.cells, layout) {
+            self.by_spatial[run.spatial].push(run);
+        }
+    }
+
+    /// Removes the candidates covered by `found` (ranges of indices into `cells`) and returns
+    /// them, ascending.
+    fn take(&mut self, found: &[Vec<(usize, usize)>], plan: &Plan, layout: &Layout) -> Vec<usize> {
+        if found.iter().all(Vec::is_empty) {
+            return Vec::new();
+        }
+        let mut mark = vec![false; self.cells.len()];
+        for &(start, len) in found.iter().flatten() {
+            mark[start..start + len].fill(true);
+        }
+        let mut new = Vec::new();
+        let mut k = 0;
+        self.cells.retain(|&g| {
+            let hit = mark[k];
+            k += 1;
+            if hit {
+                new.push(g);
+            }
+            !hit
+        });
+        self.index(plan, layout);
+        new
     }
 }
 
@@ -360,32 +576,73 @@ thread_local! {
     static INFLATE: RefCell<(Decompressor, Vec<u8>)> = RefCell::new((Decompressor::new(), Vec::new()));
 }
 
+/// Idle batch buffer sets kept for the next decode (each about [`BATCH_BYTES`]).
+const POOL_IDLE: usize = 2;
+
+/// Batch buffers of finished decodes: a process decoding file after file reuses memory that is
+/// already faulted in instead of allocating (and zero-filling) a new batch each time.
+static POOL: Mutex<Vec<Vec<ChunkBuf>>> = Mutex::new(Vec::new());
+
+/// One decode's batch buffers, taken from [`POOL`] and given back on drop.
+struct BatchBufs(Vec<ChunkBuf>);
+
+impl BatchBufs {
+    fn take() -> BatchBufs {
+        let bufs = POOL.lock().ok().and_then(|mut p| p.pop());
+        BatchBufs(bufs.unwrap_or_default())
+    }
+}
+
+impl Drop for BatchBufs {
+    fn drop(&mut self) {
+        let bufs = std::mem::take(&mut self.0);
+        if let Ok(mut pool) = POOL.lock()
+            && pool.len() < POOL_IDLE
+        {
+            pool.push(bufs);
+        }
+    }
+}
+
+/// One chunk of a batch to read.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    loc: ChunkLoc,
+    /// First time index of the chunk (for error messages).
+    t0: usize,
+    /// Index into the batch's time chunks.
+    k: usize,
+    /// Spatial chunk index.
+    spatial: usize,
+}
+
 fn decode_into(
     file: &File,
     path: &Path,
     req: &BlockRequest<'_>,
     layout: &Layout,
     plan: &Plan,
-    out: &mut [f32],
+    rows: Rows,
+    out: &mut Output<'_>,
 ) -> Result<(), DecodeError> {
     let days = req.days;
+    let mut candidates = match rows {
+        Rows::Requested => {
+            out.add_rows(req.cells, days, plan, layout);
+            None
+        }
+        Rows::Valid => Some(Candidates::new(req.cells.to_vec(), plan, layout)),
+    };
     if days == 0 || req.cells.is_empty() {
         return Ok(());
-    }
-    if !plan.uncovered.is_empty() {
-        out.par_chunks_mut(days).for_each(|row| {
-            for &d in &plan.uncovered {
-                row[d] = f32::NAN;
-            }
-        });
     }
     let chunk_bytes = layout.chunk_elems() * 4;
     let nsp = plan.spatial.len();
     let row_bytes = chunk_bytes * nsp;
     let kernel = Kernel::new(req.values);
 
-    let mut bufs: Vec<ChunkBuf> = Vec::new();
-    let mut jobs: Vec<(usize, ChunkLoc)> = Vec::new();
+    let mut bufs = BatchBufs::take();
+    let mut jobs: Vec<Job> = Vec::new();
     let mut steps: Vec<BatchStep> = Vec::new();
     let mut tcs = plan.time_chunks.as_slice();
     while !tcs.is_empty() {
@@ -409,7 +666,12 @@ fn decode_into(
         for (k, t) in batch.iter().enumerate() {
             for s in 0..nsp {
                 let loc = layout.chunks[plan.chunk_pos(layout, t.tc, s)].expect("checked");
-                jobs.push((t.tc * layout.chunk[0], loc));
+                jobs.push(Job {
+                    loc,
+                    t0: t.tc * layout.chunk[0],
+                    k,
+                    spatial: s,
+                });
             }
             for &(ti, slot) in &t.steps {
                 steps.push(BatchStep {
@@ -419,34 +681,109 @@ fn decode_into(
                 });
             }
         }
+        let bufs = &mut bufs.0;
         if bufs.len() < jobs.len() {
             bufs.resize_with(jobs.len(), ChunkBuf::default);
         }
-        bufs[..jobs.len()]
+        // Inflate; in `Rows::Valid` mode also look for valid values among the candidates while
+        // the chunk is still in cache.
+        let found: Vec<Vec<(usize, usize)>> = bufs[..jobs.len()]
             .par_iter_mut()
             .zip(jobs.par_iter())
-            .try_for_each(|(buf, &(t0, loc))| {
-                read_chunk(file, layout, loc, chunk_bytes, buf).map_err(|detail| {
+            .map(|(buf, job)| {
+                read_chunk(file, layout, job.loc, chunk_bytes, buf).map_err(|detail| {
                     DecodeError::Corrupt {
                         path: path.to_path_buf(),
                         detail: format!(
-                            "variable `{}`, chunk at time index {t0}: {detail}",
-                            req.var
+                            "variable `{}`, chunk at time index {}: {detail}",
+                            req.var, job.t0
                         ),
                     }
-                })
-            })?;
-        transpose_batch(
-            &bufs[..jobs.len()],
-            &steps,
-            plan,
-            layout,
-            &kernel,
-            days,
-            out,
-        );
+                })?;
+                let mut found = Vec::new();
+                if let Some(c) = &candidates {
+                    scan_valid(
+                        &kernel,
+                        buf,
+                        layout,
+                        &batch[job.k].steps,
+                        &c.by_spatial[job.spatial],
+                        &mut found,
+                    );
+                }
+                Ok(found)
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        if let Some(c) = &mut candidates {
+            let new = c.take(&found, plan, layout);
+            if !new.is_empty() {
+                tracing::trace!(cells = new.len(), "cells with data");
+                out.add_rows(&new, days, plan, layout);
+            }
+        }
+        if !out.cells.is_empty() {
+            transpose_batch(
+                &bufs[..jobs.len()],
+                &steps,
+                &out.runs,
+                layout,
+                &kernel,
+                days,
+                out.values,
+            );
+        }
+        out.started = true;
     }
+    out.finish(days);
     Ok(())
+}
+
+/// Looks for valid values (not NaN after `kernel`) of the candidate `runs` on the `steps` (time
+/// index in chunk, slot) of one decompressed chunk; appends the ranges of candidate indices that
+/// have one to `found`.
+fn scan_valid(
+    kernel: &Kernel,
+    buf: &ChunkBuf,
+    layout: &Layout,
+    steps: &[(usize, usize)],
+    runs: &[Run],
+    found: &mut Vec<(usize, usize)>,
+) {
+    const N: usize = 256;
+    let plane_len = layout.chunk_elems();
+    let plane = layout.chunk[1] * layout.chunk[2];
+    let mut tmp = [0.0_f32; N];
+    for run in runs {
+        for &(ti, _) in steps {
+            let e0 = ti * plane + run.off;
+            let mut i = 0;
+            while i < run.len {
+                let n = (run.len - i).min(N);
+                let t = &mut tmp[..n];
+                kernel.decode(buf, plane_len, e0 + i, t, layout.big_endian);
+                // Branch-free "any valid" over the block (the common case: none).
+                if t.iter().fold(false, |any, v| any | !v.is_nan()) {
+                    let mut k = 0;
+                    while k < n {
+                        if t[k].is_nan() {
+                            k += 1;
+                            continue;
+                        }
+                        let s = k;
+                        while k < n && !t[k].is_nan() {
+                            k += 1;
+                        }
+                        let start = run.cell + i + s;
+                        match found.last_mut() {
+                            Some(last) if last.0 + last.1 == start => last.1 += k - s,
+                            _ => found.push((start, k - s)),
+                        }
+                    }
+                }
+                i += n;
+            }
+        }
+    }
 }
 
 /// Reads, inflates (unless the chunk skipped deflate) and checks one chunk into `buf`.
@@ -497,11 +834,11 @@ fn read_chunk(
 }
 
 /// Scatters one batch of decompressed chunks into the cell-major output, in parallel over
-/// tiles of output rows.
+/// tiles of output rows; `runs` say where each row's values are.
 fn transpose_batch(
     bufs: &[ChunkBuf],
     steps: &[BatchStep],
-    plan: &Plan,
+    runs: &[Run],
     layout: &Layout,
     kernel: &Kernel,
     days: usize,
@@ -516,8 +853,8 @@ fn transpose_batch(
             |tmp, (tile, rows)| {
                 let c0 = tile * TILE_CELLS;
                 let c1 = c0 + rows.len() / days;
-                let first = plan.runs.partition_point(|r| r.cell + r.len <= c0);
-                for run in &plan.runs[first..] {
+                let first = runs.partition_point(|r| r.cell + r.len <= c0);
+                for run in &runs[first..] {
                     if run.cell >= c1 {
                         break;
                     }

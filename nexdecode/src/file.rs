@@ -6,7 +6,7 @@ use ndarray::Array2;
 
 use crate::block::BlockRequest;
 use crate::calendar::{self, Calendar, Date};
-use crate::chunked;
+use crate::chunked::{self, Rows};
 use crate::error::DecodeError;
 use crate::grid::Grid;
 use crate::meta::{self, Dtype, VariableInfo};
@@ -220,8 +220,11 @@ impl GridFile {
     /// Decodes one year of the selected cells into a `cells × days` block, days being the real
     /// days of the year (365 or 366; see the crate docs for calendars).
     ///
-    /// With [`CellSelection::AllData`] every cell is decoded and cells missing on every day are
-    /// then dropped.
+    /// With [`CellSelection::AllData`] only the data cells are kept (cells valid on at least
+    /// one day of the year); on the chunked fast path only their rows are ever written.
+    ///
+    /// To decode many variable-years in a row without allocating (and page-faulting) a new
+    /// output each time, use [`GridFile::decode_year_into`].
     ///
     /// # Errors
     /// [`DecodeError::IncompleteYear`] when any day of the year is absent;
@@ -235,8 +238,82 @@ impl GridFile {
         cells: &CellSelection,
         options: &DecodeOptions,
     ) -> Result<YearBlock, DecodeError> {
+        let mut block = YearBlock::default();
+        self.decode_year_into(year, cells, options, &mut block)?;
+        Ok(block)
+    }
+
+    /// Like [`GridFile::decode_year`], but decodes into `block`, reusing its allocations: the
+    /// `values` buffer (when its capacity is large enough for the result, which stays its
+    /// capacity afterwards) and the `cells` vector. Every field of `block` is overwritten; its
+    /// previous contents do not matter, only its capacity.
+    ///
+    /// A worker that decodes variable-year after variable-year keeps one `YearBlock` per
+    /// variable it holds at once (start with [`YearBlock::default`]) and passes it back in for
+    /// the next job. On the chunked fast path the output memory is then already faulted in,
+    /// which saves a large part of a decode's time (see `nexdecode/PERF.md`). The fast path's
+    /// batch buffers (about 128 MiB) are reused across decodes as well, by the crate itself:
+    /// up to two idle sets are kept for the process.
+    ///
+    /// # Errors
+    /// As [`GridFile::decode_year`]. On error `block` is left empty (no cells, `0 × 0` values)
+    /// and keeps its allocations.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use nexdecode::{CellSelection, DecodeOptions, GridFile, YearBlock};
+    /// # fn main() -> Result<(), nexdecode::DecodeError> {
+    /// let opts = DecodeOptions { single_year_file: true, ..DecodeOptions::default() };
+    /// let mut block = YearBlock::default();
+    /// for year in 2015..2020 {
+    ///     let file = GridFile::open(format!("tasmax_{year}.nc"))?;
+    ///     file.decode_year_into(year, &CellSelection::AllData, &opts, &mut block)?;
+    ///     println!("{year}: {} data cells", block.len());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decode_year_into(
+        &self,
+        year: i32,
+        cells: &CellSelection,
+        options: &DecodeOptions,
+        block: &mut YearBlock,
+    ) -> Result<(), DecodeError> {
         let _span = tracing::debug_span!("decode_year", path = %self.path.display(), var = %self.info.name, year)
             .entered();
+        let (mut values, _) = std::mem::take(&mut block.values).into_raw_vec_and_offset();
+        block.cells.clear();
+        let mut kept = Vec::new();
+        let result = self.decode_year_raw(year, cells, options, &mut values, &mut kept);
+        let days = match result {
+            Ok(days) => days,
+            Err(e) => {
+                values.clear();
+                block.values = Array2::from_shape_vec((0, 0), values).expect("empty");
+                return Err(e);
+            }
+        };
+        tracing::debug!(cells = kept.len(), days, "decoded");
+        block.variable.clone_from(&self.info.name);
+        block.units.clone_from(&self.info.units);
+        block.year = year;
+        block.calendar = self.info.calendar;
+        block.cells.extend(kept.iter().map(|&f| self.grid.cell(f)));
+        block.values =
+            Array2::from_shape_vec((kept.len(), days), values).expect("kept × days values");
+        Ok(())
+    }
+
+    /// Decodes into `values` (`kept.len() × days`) and `kept` (flat cells); returns `days`.
+    fn decode_year_raw(
+        &self,
+        year: i32,
+        cells: &CellSelection,
+        options: &DecodeOptions,
+        values: &mut Vec<f32>,
+        kept: &mut Vec<usize>,
+    ) -> Result<usize, DecodeError> {
         let steps = self.time.plan_year(
             &self.path,
             year,
@@ -274,47 +351,58 @@ impl GridFile {
             days,
             values: &rule,
         };
-        let mut values = self.read_block(&req, options.read_path)?;
-        let mut kept = flat;
-        if matches!(cells, CellSelection::AllData) {
-            values = drop_empty_rows(values, &mut kept);
-        }
-        tracing::debug!(cells = kept.len(), days, "decoded");
-        Ok(YearBlock {
-            variable: self.info.name.clone(),
-            units: self.info.units.clone(),
-            year,
-            calendar: self.info.calendar,
-            cells: kept.into_iter().map(|f| self.grid.cell(f)).collect(),
-            values,
-        })
+        let rows = match cells {
+            CellSelection::AllData => Rows::Valid,
+            CellSelection::Cells(_) => Rows::Requested,
+        };
+        self.read_block_into(&req, options.read_path, rows, values, kept)?;
+        Ok(days)
     }
 
-    /// Runs one block request on the chosen read path.
-    pub(crate) fn read_block(
+    /// Runs one block request on the chosen read path into `values`/`cells` (see
+    /// [`chunked::decode_chunked_into`]).
+    pub(crate) fn read_block_into(
         &self,
         req: &BlockRequest<'_>,
         path: ReadPath,
-    ) -> Result<Array2<f32>, DecodeError> {
+        rows: Rows,
+        values: &mut Vec<f32>,
+        cells: &mut Vec<usize>,
+    ) -> Result<(), DecodeError> {
         quiet_hdf5_errors();
-        let netcdf = || netcdf_read::decode_netcdf(&self.path, &self.file, req, self.info.dtype);
-        match path {
-            ReadPath::Netcdf => netcdf(),
-            ReadPath::Auto => match chunked::decode_chunked(&self.path, req)? {
-                Some(block) => Ok(block),
-                None => netcdf(),
-            },
-            ReadPath::Chunked => chunked::decode_chunked(&self.path, req)?.ok_or_else(|| {
-                DecodeError::UnsupportedStorage {
-                    path: self.path.clone(),
-                    variable: self.info.name.clone(),
-                    detail: "not eligible for the chunked fast path (it needs a NetCDF-4 float \
-                             variable stored in chunks with exactly shuffle+deflate or deflate); \
-                             use ReadPath::Auto or ReadPath::Netcdf"
-                        .into(),
+        let chunked = |values: &mut Vec<f32>, cells: &mut Vec<usize>| {
+            chunked::decode_chunked_into(&self.path, req, rows, values, cells)
+        };
+        let eligible = match path {
+            ReadPath::Netcdf => false,
+            ReadPath::Auto => chunked(values, cells)?,
+            ReadPath::Chunked => {
+                if !chunked(values, cells)? {
+                    return Err(DecodeError::UnsupportedStorage {
+                        path: self.path.clone(),
+                        variable: self.info.name.clone(),
+                        detail: "not eligible for the chunked fast path (it needs a NetCDF-4 float \
+                                 variable stored in chunks with exactly shuffle+deflate or deflate); \
+                                 use ReadPath::Auto or ReadPath::Netcdf"
+                            .into(),
+                    });
                 }
-            }),
+                true
+            }
+        };
+        if eligible {
+            return Ok(());
         }
+        // The netcdf path allocates its own block: free the reused one first.
+        *values = Vec::new();
+        let mut block = netcdf_read::decode_netcdf(&self.path, &self.file, req, self.info.dtype)?;
+        cells.clear();
+        cells.extend_from_slice(req.cells);
+        if rows == Rows::Valid {
+            block = drop_empty_rows(block, cells);
+        }
+        (*values, _) = block.into_raw_vec_and_offset();
+        Ok(())
     }
 }
 

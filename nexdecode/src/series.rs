@@ -185,6 +185,21 @@ pub struct YearBlock {
     pub values: Array2<f32>,
 }
 
+impl Default for YearBlock {
+    /// An empty block (no variable, year 0, no cells, `0 × 0` values) to decode into with
+    /// [`GridFile::decode_year_into`](crate::GridFile::decode_year_into).
+    fn default() -> Self {
+        YearBlock {
+            variable: String::new(),
+            units: None,
+            year: 0,
+            calendar: Calendar::Standard,
+            cells: Vec::new(),
+            values: Array2::default((0, 0)),
+        }
+    }
+}
+
 impl YearBlock {
     /// Number of day slots: 366 in leap years, else 365.
     pub fn days(&self) -> usize {

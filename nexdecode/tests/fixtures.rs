@@ -493,3 +493,81 @@ fn missing_value_only_and_nan_marker_variants() {
     write_grid(&path, &spec).unwrap();
     check_fixture(&path, &spec);
 }
+
+/// One `YearBlock` reused for every fixture, year and selection (all data, then a selection,
+/// through both read paths) holds exactly what a fresh `decode_year` returns; an error leaves it
+/// empty and usable; decoding the same request again reuses its allocation.
+#[test]
+fn decode_year_into_reuses_one_block() {
+    let all = set::committed();
+    let mut block = YearBlock::default();
+    assert!(block.is_empty() && block.days() == 0);
+    for f in &all {
+        let file = GridFile::open(f.path()).unwrap_or_else(|e| panic!("{e}"));
+        for year in file.years() {
+            let n = file.grid().len();
+            let some: Vec<CellIndex> = (0..n)
+                .step_by(4)
+                .map(|k| file.grid().cell(k))
+                .rev()
+                .collect();
+            for sel in [CellSelection::AllData, CellSelection::Cells(some)] {
+                for rp in [ReadPath::Auto, ReadPath::Netcdf] {
+                    let opts = DecodeOptions {
+                        read_path: rp,
+                        ..DecodeOptions::default()
+                    };
+                    let fresh = decode(&file, year, &sel, ReadPath::Netcdf);
+                    file.decode_year_into(year, &sel, &opts, &mut block)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let what = format!("{} {year} {rp:?}", f.rel_path);
+                    assert_eq!(block.variable, fresh.variable, "{what}");
+                    assert_eq!(block.units, fresh.units, "{what}");
+                    assert_eq!(block.year, fresh.year, "{what}");
+                    assert_eq!(block.calendar, fresh.calendar, "{what}");
+                    assert_eq!(block.cells, fresh.cells, "{what}");
+                    assert_same(&block.values, &fresh.values, &what);
+                }
+            }
+        }
+        // An error empties the block; the next decode fills it again.
+        let err = file.decode_year_into(
+            1000,
+            &CellSelection::AllData,
+            &DecodeOptions::default(),
+            &mut block,
+        );
+        assert!(err.is_err());
+        assert!(block.is_empty() && block.values.is_empty());
+    }
+    // The same request again (fast path) writes into the same memory.
+    let opts = DecodeOptions {
+        read_path: ReadPath::Chunked,
+        ..DecodeOptions::default()
+    };
+    let mut checked = 0;
+    for f in &all {
+        let file = GridFile::open(f.path()).unwrap();
+        let year = file.years()[0];
+        if file
+            .decode_year_into(year, &CellSelection::AllData, &opts, &mut block)
+            .is_err()
+        {
+            continue; // not eligible for the fast path
+        }
+        let ptr = block.values.as_ptr();
+        let first = block.clone();
+        file.decode_year_into(year, &CellSelection::AllData, &opts, &mut block)
+            .unwrap();
+        assert_eq!(
+            block.values.as_ptr(),
+            ptr,
+            "{}: allocation reused",
+            f.rel_path
+        );
+        assert_eq!(block.cells, first.cells);
+        assert_same(&block.values, &first.values, "second decode");
+        checked += 1;
+    }
+    assert!(checked >= 3, "fast-path fixtures: {checked}");
+}

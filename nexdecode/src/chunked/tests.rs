@@ -22,6 +22,11 @@ struct Spec {
     missing: Option<f32>,
     /// Stored NaN values as well as fill values.
     nans: bool,
+    /// Cells that are fill in early steps and valid from a cell-dependent step on, and cells
+    /// valid only on the last step.
+    late: bool,
+    /// Every cell is fill before this step.
+    dry_start: usize,
 }
 
 impl Spec {
@@ -35,7 +40,24 @@ impl Spec {
             fill: Some(1e20),
             missing: None,
             nans: true,
+            late: false,
+            dry_start: 0,
         }
+    }
+}
+
+/// The step from which a "late" cell is valid (`spec.late`), if it is one; the last step for
+/// "last day only" cells.
+fn late_start(spec: &Spec, y: usize, x: usize) -> Option<usize> {
+    let nt = spec.shape[0];
+    if !spec.late {
+        None
+    } else if (y * 13 + x).is_multiple_of(17) {
+        Some(nt - 1)
+    } else if (y + x).is_multiple_of(11) {
+        Some((y * x + 3 * y) % nt)
+    } else {
+        None
     }
 }
 
@@ -44,6 +66,11 @@ impl Spec {
 fn value(spec: &Spec, t: usize, y: usize, x: usize) -> f32 {
     if let Some(f) = spec.fill
         && (y * 7 + x * 3).is_multiple_of(5)
+    {
+        return f;
+    }
+    if let Some(f) = spec.fill
+        && (t < spec.dry_start || late_start(spec, y, x).is_some_and(|t0| t < t0))
     {
         return f;
     }
@@ -216,6 +243,29 @@ fn check_file(path: &Path, var: &str, rule: &ValueRule) {
             &netcdf_path(path, &req),
             &format!("{} {name} (netcdf path)", path.display()),
         );
+        check_valid_rows(path, &req, &format!("{} {name}", path.display()));
+    }
+}
+
+/// `Rows::Valid` equals the reference with its all-NaN rows dropped, whatever the state of the
+/// reused output vectors (too small, large with stale contents).
+fn check_valid_rows(path: &Path, req: &BlockRequest<'_>, what: &str) {
+    let mut want_cells = req.cells.to_vec();
+    let want = crate::file::drop_empty_rows(reference(path, req), &mut want_cells);
+    let stale = vec![1.5_f32; (req.cells.len() + 3) * req.days + 7];
+    for (label, mut values, mut cells) in [
+        ("fresh", Vec::new(), Vec::new()),
+        ("reused", stale, vec![7_usize; 5]),
+        ("small", vec![2.5_f32; 3], vec![1]),
+    ] {
+        assert!(
+            decode_chunked_into(path, req, Rows::Valid, &mut values, &mut cells).unwrap(),
+            "{what}: eligible"
+        );
+        assert_eq!(cells, want_cells, "{what} {label}: data cells");
+        assert!(cells.windows(2).all(|w| w[0] < w[1]), "{what}: ascending");
+        let got = Array2::from_shape_vec((cells.len(), req.days), values).unwrap();
+        assert_same(&got, &want, &format!("{what} {label} (valid rows)"));
     }
 }
 
@@ -288,6 +338,84 @@ fn fill_and_missing_values_general_rule() {
         offset: 0.0,
     };
     check_file(&path, "tas", &rule);
+}
+
+/// Cells that only become valid after the first batch (of 32 steps), including cells valid only
+/// on the last day, must be data cells, in storage order, with the same values as the netcdf
+/// path's all-data block.
+#[test]
+fn valid_rows_include_cells_valid_only_in_later_batches() {
+    for chunk in [[1, 30, 40], [7, 11, 13], [3, 30, 40]] {
+        let mut spec = Spec::new([80, 30, 40], chunk);
+        spec.late = true;
+        let (_dir, path) = tmp("late.nc");
+        write_file(&path, &spec);
+        let rule = rule_for(&spec);
+        let (cells, steps) = all_of(spec.shape);
+        let req = request_all(spec.shape, &cells, &steps, &rule);
+        let what = format!("late {chunk:?}");
+        check_valid_rows(&path, &req, &what);
+
+        // The file really has such cells: valid only on the last day, first valid after step
+        // 32, and all of them are in the block.
+        let reference = reference(&path, &req);
+        let first_valid = |g: usize| reference.row(g).iter().position(|v| !v.is_nan());
+        let last_only: Vec<usize> = (0..cells.len())
+            .filter(|&g| first_valid(g) == Some(79))
+            .collect();
+        let later: Vec<usize> = (0..cells.len())
+            .filter(|&g| first_valid(g).is_some_and(|t| t >= 32))
+            .collect();
+        assert!(last_only.len() >= 5, "{what}: {last_only:?}");
+        assert!(later.len() > last_only.len() + 5, "{what}: {later:?}");
+        let (mut values, mut kept) = (Vec::new(), Vec::new());
+        decode_chunked_into(&path, &req, Rows::Valid, &mut values, &mut kept).unwrap();
+        for g in later {
+            let row = kept.binary_search(&g).expect("late cell kept");
+            let t = first_valid(g).unwrap();
+            assert_eq!(values[row * 80 + t], reference[[g, t]], "{what}: cell {g}");
+            assert!(values[row * 80..row * 80 + t].iter().all(|v| v.is_nan()));
+        }
+        // Through the netcdf path's all-data selection: identical.
+        let nc = netcdf_path(&path, &req);
+        let mut nc_cells = cells.clone();
+        let nc = crate::file::drop_empty_rows(nc, &mut nc_cells);
+        assert_eq!(kept, nc_cells, "{what}: same cells as the netcdf path");
+        let fast = Array2::from_shape_vec((kept.len(), 80), values).unwrap();
+        assert_same(&fast, &nc, &format!("{what} vs netcdf path"));
+    }
+}
+
+/// No cell is valid in the first batches: the rows are created later, NaN on the earlier days.
+/// With gaps in the steps, uncovered slots stay NaN as well.
+#[test]
+fn valid_rows_when_early_batches_are_all_missing() {
+    let mut spec = Spec::new([75, 20, 24], [1, 20, 24]);
+    spec.dry_start = 40;
+    spec.late = true;
+    let (_dir, path) = tmp("dry.nc");
+    write_file(&path, &spec);
+    let rule = rule_for(&spec);
+    for (name, case) in cases(spec.shape) {
+        let req = BlockRequest {
+            var: "tas",
+            shape: spec.shape,
+            cells: &case.cells,
+            steps: &case.steps,
+            days: case.days,
+            values: &rule,
+        };
+        check_valid_rows(&path, &req, &format!("dry start {name}"));
+    }
+    // Only the first 40 (all missing) steps: no data cells at all.
+    let (cells, steps) = all_of(spec.shape);
+    let req = BlockRequest {
+        steps: &steps[..40],
+        ..request_all(spec.shape, &cells, &steps, &rule)
+    };
+    let (mut values, mut kept) = (vec![1.0; 10], vec![3]);
+    assert!(decode_chunked_into(&path, &req, Rows::Valid, &mut values, &mut kept).unwrap());
+    assert!(kept.is_empty() && values.is_empty());
 }
 
 #[test]
@@ -538,21 +666,31 @@ fn corrupt_and_truncated_chunks_are_errors() {
     let short = dir.path().join("short.nc");
     std::fs::write(&short, &std::fs::read(&path).unwrap()[..a + 10]).unwrap();
     let plan = Plan::new(&req, &layout);
-    let mut out = vec![0.0; cells.len() * steps.len()];
-    let err = decode_into(
-        &File::open(&short).unwrap(),
-        &short,
-        &req,
-        &layout,
-        &plan,
-        &mut out,
-    )
-    .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("short.nc") && msg.contains("time index 4") && msg.contains("truncated"),
-        "{msg}"
-    );
+    for rows in [Rows::Requested, Rows::Valid] {
+        let (mut values, mut kept) = (Vec::new(), Vec::new());
+        let mut out = Output {
+            values: &mut values,
+            cells: &mut kept,
+            main: 0,
+            runs: Vec::new(),
+            started: false,
+        };
+        let err = decode_into(
+            &File::open(&short).unwrap(),
+            &short,
+            &req,
+            &layout,
+            &plan,
+            rows,
+            &mut out,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("short.nc") && msg.contains("time index 4") && msg.contains("truncated"),
+            "{rows:?}: {msg}"
+        );
+    }
     // Through the public entry point a truncated file is never silently accepted: HDF5 refuses
     // it (fallback, where libnetcdf reports it) or the chunk read fails.
     match decode_chunked(&short, &req) {
