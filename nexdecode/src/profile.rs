@@ -120,13 +120,28 @@ impl Profile {
         Some(self.key_with_member(var, scenario, model, &member, year))
     }
 
-    /// The S3 key of a file with an explicit member. Scenario is lower-cased.
+    /// The S3 key of a file with an explicit member. Scenario is lower-cased. NEX-GDDP-CMIP6
+    /// keys get the grid label `gn` (see [`Profile::key_with_grid`] for models on other grids).
     pub fn key_with_member(
         &self,
         var: &str,
         scenario: &str,
         model: &str,
         member: &str,
+        year: i32,
+    ) -> String {
+        self.key_with_grid(var, scenario, model, member, "gn", year)
+    }
+
+    /// The S3 key of a file with an explicit member and, for NEX-GDDP-CMIP6, grid label
+    /// (`gn`, `gr`, `gr1`, …; ignored by the other datasets). Scenario is lower-cased.
+    pub fn key_with_grid(
+        &self,
+        var: &str,
+        scenario: &str,
+        model: &str,
+        member: &str,
+        grid: &str,
         year: i32,
     ) -> String {
         let scenario = scenario.to_ascii_lowercase();
@@ -138,11 +153,9 @@ impl Profile {
                 "{model}/16th/{scenario}/{member}/{var}/\
                  {var}_day_{model}_{scenario}_{member}_{year}0101-{year}1231.LOCA_2016-04-02.16th.nc"
             ),
-            Dataset::NexGddpCmip6 => {
-                format!(
-                    "{model}/{scenario}/{member}/{var}/{var}_day_{model}_{scenario}_{member}_gn_{year}.nc"
-                )
-            }
+            Dataset::NexGddpCmip6 => format!(
+                "{model}/{scenario}/{member}/{var}/{var}_day_{model}_{scenario}_{member}_{grid}_{year}.nc"
+            ),
         };
         if self.prefix.is_empty() {
             rest
@@ -152,7 +165,10 @@ impl Profile {
     }
 }
 
-fn loca_member(model: &str, scenario: &str) -> &'static str {
+/// The ensemble member of a LOCA model's files for a scenario (DESIGN §1): `r1i1p1` except
+/// CCSM4 `r6i1p1`; GISS-E2-H historical `r6i1p1`, rcp45 `r6i1p3`, rcp85 `r2i1p1`; GISS-E2-R
+/// historical/rcp45 `r6i1p1`, rcp85 `r2i1p1`; EC-EARTH rcp45 `r8i1p1`, rcp85 `r2i1p1`.
+pub fn loca_member(model: &str, scenario: &str) -> &'static str {
     let s = scenario.to_ascii_lowercase();
     match (model, s.as_str()) {
         ("CCSM4", _) => "r6i1p1",

@@ -2,8 +2,13 @@
 //! ranges, models with their ensemble members, and the variables it may load.
 //!
 //! This is the source of the seed rows `migrate` writes and of every validation of a job.
+//! Dataset identity, LOCA members, year ranges and S3 key templates come from
+//! [`nexdecode::profile`]; this module adds what only the worker needs (model lists, CMIP6
+//! members and grid labels, allow-listed variables).
 
 use std::fmt;
+
+use nexdecode::profile::{self, Profile};
 
 /// A dataset the worker can ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,20 +166,19 @@ const CMIP6_MODELS: &[(&str, &str, &str)] = &[
 ];
 
 impl Dataset {
+    /// The decoder's profile of this dataset (public bucket and key layout, DESIGN §1).
+    pub fn profile(self) -> Profile {
+        Profile::new(self.into())
+    }
+
     /// The dataset's name in messages, the database and the CLI.
     pub fn name(self) -> &'static str {
-        match self {
-            Dataset::NexGddp => "NEX-GDDP",
-            Dataset::Loca => "LOCA",
-            Dataset::NexGddpCmip6 => "NEX-GDDP-CMIP6",
-        }
+        profile::Dataset::from(self).name()
     }
 
     /// Looks a dataset up by name (case-insensitive; `_` and `-` are the same).
     pub fn from_name(name: &str) -> Option<Dataset> {
-        let norm = |s: &str| s.to_ascii_uppercase().replace('_', "-");
-        let n = norm(name.trim());
-        DATASETS.into_iter().find(|d| norm(d.name()) == n)
+        profile::Dataset::from_name(name).map(Dataset::from)
     }
 
     /// A one-line description (seeded into `dataset.description`).
@@ -234,17 +238,7 @@ impl Dataset {
     pub fn member(self, model: &str, scenario: &str) -> &'static str {
         match self {
             Dataset::NexGddp => "r1i1p1",
-            Dataset::Loca => match (model, scenario) {
-                ("CCSM4", _) => "r6i1p1",
-                ("GISS-E2-H", "historical") => "r6i1p1",
-                ("GISS-E2-H", "rcp45") => "r6i1p3",
-                ("GISS-E2-H", "rcp85") => "r2i1p1",
-                ("GISS-E2-R", "historical" | "rcp45") => "r6i1p1",
-                ("GISS-E2-R", "rcp85") => "r2i1p1",
-                ("EC-EARTH", "rcp45") => "r8i1p1",
-                ("EC-EARTH", "rcp85") => "r2i1p1",
-                _ => "r1i1p1",
-            },
+            Dataset::Loca => profile::loca_member(model, scenario),
             Dataset::NexGddpCmip6 => CMIP6_MODELS
                 .iter()
                 .find(|m| m.0 == model)
@@ -264,23 +258,9 @@ impl Dataset {
     /// without a version suffix; [`Dataset::key_matches`] accepts the suffixed variants.
     pub fn key(self, scenario: &str, model: &str, year: i32, var: &str) -> String {
         let member = self.member(model, scenario);
-        match self {
-            Dataset::NexGddp => format!(
-                "NEX-GDDP/BCSD/{scenario}/day/atmos/{var}/r1i1p1/v1.0/\
-                 {var}_day_BCSD_{scenario}_r1i1p1_{model}_{year}.nc"
-            ),
-            Dataset::Loca => format!(
-                "LOCA/{model}/16th/{scenario}/{member}/{var}/\
-                 {var}_day_{model}_{scenario}_{member}_{year}0101-{year}1231.LOCA_2016-04-02.16th.nc"
-            ),
-            Dataset::NexGddpCmip6 => {
-                let grid = self.grid_label(model);
-                format!(
-                    "NEX-GDDP-CMIP6/{model}/{scenario}/{member}/{var}/\
-                     {var}_day_{model}_{scenario}_{member}_{grid}_{year}.nc"
-                )
-            }
-        }
+        let grid = self.grid_label(model);
+        self.profile()
+            .key_with_grid(var, scenario, model, member, grid, year)
     }
 
     /// The listing prefix under which a variable's yearly files live (NEX-GDDP-CMIP6 keys
@@ -348,6 +328,26 @@ impl Dataset {
     }
 }
 
+impl From<Dataset> for profile::Dataset {
+    fn from(d: Dataset) -> Self {
+        match d {
+            Dataset::NexGddp => profile::Dataset::NexGddp,
+            Dataset::Loca => profile::Dataset::Loca,
+            Dataset::NexGddpCmip6 => profile::Dataset::NexGddpCmip6,
+        }
+    }
+}
+
+impl From<profile::Dataset> for Dataset {
+    fn from(d: profile::Dataset) -> Self {
+        match d {
+            profile::Dataset::NexGddp => Dataset::NexGddp,
+            profile::Dataset::Loca => Dataset::Loca,
+            profile::Dataset::NexGddpCmip6 => Dataset::NexGddpCmip6,
+        }
+    }
+}
+
 impl fmt::Display for Dataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -410,5 +410,15 @@ mod tests {
         assert_eq!(canonical_variable("SFCWIND"), Some("sfcWind"));
         assert_eq!(variable_column("sfcWind"), Some("sfcwind"));
         assert_eq!(variable_column("password"), None);
+    }
+
+    #[test]
+    fn seeded_scenarios_agree_with_the_decoder_profiles() {
+        for d in DATASETS {
+            let p = d.profile();
+            for &(scenario, first, last) in d.scenarios() {
+                assert_eq!(p.years(scenario), Some(first..=last), "{d} {scenario}");
+            }
+        }
     }
 }
