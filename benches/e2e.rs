@@ -1,0 +1,413 @@
+//! End to end: one NEX-GDDP-CMIP6 job (all data cells of a 365 × 600 × 1440 grid, `tasmin`,
+//! `tasmax`, `pr`) through the real `nexingest ingest` release binary, files on disk → rows
+//! committed, against `psql \copy … (FORMAT binary)` of the same rows from a file into an
+//! identical table (DESIGN §7: job ≤ 1.15× psql; peak memory ≤ 3 GB per job).
+//!
+//! ```sh
+//! scripts/services.sh start && eval "$(scripts/services.sh env)"
+//! cargo bench -p nexingest-benches --bench e2e          # E2E_REPS=3 by default
+//! ```
+//!
+//! The bench first runs `cargo build --release -p worker` (same target dir) and spawns
+//! `<target>/release/nexingest` (override with `E2E_NEXINGEST=PATH`). The three input files
+//! are generated once into `target/bench-data/` (≈ 13 s each). Each run migrates a fresh schema
+//! (`nexingest_e2e`), runs the first job on an empty database (the job also creates the
+//! grid's `map_cell` rows), exports its rows with `psql \copy (SELECT …) TO … (FORMAT binary)`,
+//! then alternates `E2E_REPS` times between a steady-state job (`map_cell` populated, job tables
+//! truncated, a fresh process) and `psql \copy` of the exported rows into a truncated
+//! `CREATE TABLE … (LIKE climate_data_year INCLUDING ALL)` (same columns, storage, keys and
+//! indexes). Wall times include process start; peak RSS is the child's `ru_maxrss` (`wait4`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
+const SCENARIO: &str = "ssp585";
+const MODEL: &str = "ACCESS-CM2";
+const MEMBER: &str = "r1i1p1f1";
+const YEAR: i32 = 2015;
+const SCHEMA: &str = "nexingest_e2e";
+const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn bench_data_dir() -> PathBuf {
+    workspace().join("target").join("bench-data")
+}
+
+/// The job's three full-size files, generated once (private name, then rename).
+fn input_files() -> Vec<PathBuf> {
+    let dir = bench_data_dir();
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    VARS.iter()
+        .map(|var| {
+            let spec = fixtures::GridSpec::nex_gddp_cmip6_full_grid(
+                var,
+                SCENARIO,
+                MODEL,
+                MEMBER,
+                YEAR,
+                fixtures::Calendar::Standard,
+            );
+            let path = dir.join(spec.file_name());
+            if !path.exists() {
+                eprintln!("generating {} (once) ...", path.display());
+                let tmp = dir.join(format!(".{}.{}", spec.file_name(), std::process::id()));
+                fixtures::write_grid(&tmp, &spec).expect("write a full-size grid");
+                std::fs::rename(&tmp, &path).expect("rename the grid");
+            }
+            path
+        })
+        .collect()
+}
+
+/// `<target>/release/nexingest`, built first with cargo (a no-op when up to date).
+fn nexingest_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("E2E_NEXINGEST") {
+        return PathBuf::from(p);
+    }
+    let ws = workspace();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| ws.join(t))
+        .unwrap_or_else(|| ws.join("target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building: cargo build --release -p worker (CARGO_TARGET_DIR={})",
+        target.display()
+    );
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "-p", "worker"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&ws)
+        .status()
+        .expect("run cargo")
+        .success();
+    assert!(ok, "cargo build --release -p worker failed");
+    target.join("release").join("nexingest")
+}
+
+/// A finished child: wall time, peak RSS, output.
+struct Measured {
+    secs: f64,
+    peak_rss: u64,
+    stdout: String,
+    stderr: String,
+}
+
+/// Spawns `cmd` with stdout/stderr in files, waits with `wait4` for its `ru_maxrss`.
+fn measure(cmd: &mut Command, what: &str) -> Measured {
+    let dir = bench_data_dir();
+    let out_path = dir.join(format!(".e2e-{}.out", std::process::id()));
+    let err_path = dir.join(format!(".e2e-{}.err", std::process::id()));
+    let out = std::fs::File::create(&out_path).expect("stdout file");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
+    let t = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; the pointers are valid for the call.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(r, pid, "{what}: wait4: {}", std::io::Error::last_os_error());
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(ok, "{what} failed ({status}):\n{stdout}\n{stderr}");
+    Measured {
+        secs,
+        // Linux reports ru_maxrss in KiB.
+        peak_rss: ru.ru_maxrss as u64 * 1024,
+        stdout,
+        stderr,
+    }
+}
+
+struct Db {
+    url: String,
+    psql: String,
+}
+
+impl Db {
+    fn psql_cmd(&self) -> Command {
+        let mut c = Command::new(&self.psql);
+        c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url]);
+        c
+    }
+
+    /// Runs SQL (several statements allowed), returns the output.
+    fn sql(&self, sql: &str) -> String {
+        let out = self
+            .psql_cmd()
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql: {sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn count(&self, table: &str) -> u64 {
+        self.sql(&format!("SELECT count(*) FROM {SCHEMA}.{table}"))
+            .parse()
+            .expect("count")
+    }
+}
+
+fn nexingest(bin: &Path, db: &Db) -> Command {
+    let mut c = Command::new(bin);
+    c.env("NEXINGEST_DATABASE_URL", &db.url)
+        .env("NEXINGEST_SCHEMA", SCHEMA)
+        .env("NEXINGEST_LOG_FORMAT", "text")
+        .env(
+            "NEXINGEST_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn run_job(bin: &Path, db: &Db, files: &[PathBuf]) -> Measured {
+    let mut c = nexingest(bin, db);
+    c.args([
+        "ingest",
+        "--dataset",
+        "NEX-GDDP-CMIP6",
+        "--scenario",
+        SCENARIO,
+        "--model",
+        MODEL,
+        "--year",
+        &YEAR.to_string(),
+        "--variables",
+        &VARS.join(","),
+        "--locations",
+        "all",
+        "--no-progress",
+    ])
+    .args(files);
+    let m = measure(&mut c, "nexingest ingest");
+    assert!(
+        m.stdout.contains(" rows ("),
+        "ingest did not load:\n{}\n{}",
+        m.stdout,
+        m.stderr
+    );
+    m
+}
+
+/// Empties the job tables (keeps `map_cell`, the grid shared by all jobs).
+fn reset_jobs(db: &Db) {
+    db.sql(&format!(
+        "TRUNCATE {SCHEMA}.climate_data_year, {SCHEMA}.data_source_variable, \
+         {SCHEMA}.job_ledger, {SCHEMA}.data_source; CHECKPOINT"
+    ));
+}
+
+fn psql_copy(db: &Db, file: &Path) -> Measured {
+    db.sql(&format!("TRUNCATE {SCHEMA}.psql_copy; CHECKPOINT"));
+    let mut c = db.psql_cmd();
+    c.arg("-c").arg(format!(
+        "\\copy {SCHEMA}.psql_copy ({COLUMNS}) FROM '{}' (FORMAT binary)",
+        file.display()
+    ));
+    measure(&mut c, "psql \\copy")
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+/// The job's own summary line and its phase log lines.
+fn job_report(m: &Measured) -> String {
+    let mut s = String::new();
+    for l in m.stdout.lines().filter(|l| l.contains(" rows (")) {
+        s.push_str("    ");
+        s.push_str(l.trim());
+        s.push('\n');
+    }
+    for l in m.stderr.lines().filter(|l| l.contains("phase")) {
+        s.push_str("    ");
+        s.push_str(strip_ansi(l).trim());
+        s.push('\n');
+    }
+    s
+}
+
+/// The text of a log line without its colour escapes (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    let reps: usize = std::env::var("E2E_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let db = Db {
+        url: std::env::var("NEXINGEST_DATABASE_URL")
+            .expect("NEXINGEST_DATABASE_URL (eval \"$(scripts/services.sh env)\")"),
+        psql: std::env::var("NEXINGEST_PSQL").unwrap_or_else(|_| "psql".into()),
+    };
+    let bin = nexingest_bin();
+    let files = input_files();
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    eprintln!(
+        "inputs: {} files, {:.0} MB; binary {}",
+        files.len(),
+        bytes as f64 / 1e6,
+        bin.display()
+    );
+
+    // Fresh schema.
+    db.sql(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"));
+    measure(nexingest(&bin, &db).arg("migrate"), "nexingest migrate");
+
+    // First job on an empty database (creates the grid's map_cell rows).
+    eprintln!("first job (empty database) ...");
+    let first = run_job(&bin, &db, &files);
+    let rows = db.count("climate_data_year");
+    let cells = db.count("map_cell");
+    eprintln!(
+        "  {:.2} s, peak RSS {:.2} GiB, {rows} rows, {cells} map_cell",
+        first.secs,
+        gib(first.peak_rss)
+    );
+
+    // The same rows as a binary COPY file, and the baseline table.
+    let rows_file = bench_data_dir().join(format!(".e2e-rows-{}.pgcopy", std::process::id()));
+    db.sql(&format!(
+        "\\copy (SELECT {COLUMNS} FROM {SCHEMA}.climate_data_year \
+         ORDER BY data_source_id, map_cell_id) TO '{}' (FORMAT binary)",
+        rows_file.display()
+    ));
+    let file_bytes = std::fs::metadata(&rows_file).map_or(0, |m| m.len());
+    db.sql(&format!(
+        "CREATE TABLE {SCHEMA}.psql_copy (LIKE {SCHEMA}.climate_data_year INCLUDING ALL)"
+    ));
+
+    let mut job_s = Vec::new();
+    let mut psql_s = Vec::new();
+    let mut job_rss = Vec::new();
+    let mut last_job = None;
+    let mut psql_first = None;
+    for rep in 0..reps {
+        let order_job_first = rep % 2 == 0;
+        for step in 0..2 {
+            if (step == 0) == order_job_first {
+                reset_jobs(&db);
+                eprintln!("rep {}: steady-state job ...", rep + 1);
+                let m = run_job(&bin, &db, &files);
+                assert_eq!(db.count("climate_data_year"), rows, "job row count");
+                eprintln!("  {:.2} s, peak RSS {:.2} GiB", m.secs, gib(m.peak_rss));
+                job_s.push(m.secs);
+                job_rss.push(m.peak_rss);
+                last_job = Some(m);
+            } else {
+                eprintln!("rep {}: psql \\copy ...", rep + 1);
+                let m = psql_copy(&db, &rows_file);
+                assert_eq!(db.count("psql_copy"), rows, "psql row count");
+                eprintln!("  {:.2} s", m.secs);
+                psql_s.push(m.secs);
+                psql_first.get_or_insert(m.secs);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&rows_file);
+    db.sql(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"));
+
+    let pm = median(&psql_s);
+    let jm = median(&job_s);
+    let max_rss = job_rss.iter().copied().max().unwrap_or(0);
+    println!();
+    println!(
+        "e2e: one NEX-GDDP-CMIP6 job, {} × 600 × 1440, {} ({:.0} MB of files), {rows} rows, \
+         {:.0} MB binary COPY stream; {reps} interleaved reps",
+        365,
+        VARS.join("/"),
+        bytes as f64 / 1e6,
+        file_bytes as f64 / 1e6
+    );
+    println!();
+    println!("| run | job s | psql \\copy s | job / psql | job peak RSS GiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, ((j, p), r)) in job_s.iter().zip(&psql_s).zip(&job_rss).enumerate() {
+        println!(
+            "| steady rep {} | {j:.2} | {p:.2} | {:.2} | {:.2} |",
+            i + 1,
+            j / p,
+            gib(*r)
+        );
+    }
+    println!(
+        "| **steady state, median** | **{jm:.2}** | **{pm:.2}** | **{:.2}** | **{:.2}** (max) |",
+        jm / pm,
+        gib(max_rss)
+    );
+    println!(
+        "| first job, empty database (vs psql median) | {:.2} | {pm:.2} | {:.2} | {:.2} |",
+        first.secs,
+        first.secs / pm,
+        gib(first.peak_rss)
+    );
+    println!();
+    let t_ratio = jm / pm <= 1.15;
+    let t_rss = max_rss.max(first.peak_rss) <= 3_000_000_000;
+    println!(
+        "target job ≤ 1.15× psql (steady state): {}; peak RSS ≤ 3 GB: {}",
+        if t_ratio { "holds" } else { "NOT met" },
+        if t_rss { "holds" } else { "NOT met" }
+    );
+    println!();
+    println!("first job:\n{}", job_report(&first));
+    if let Some(m) = &last_job {
+        println!("last steady-state job:\n{}", job_report(m));
+    }
+}
