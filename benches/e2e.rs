@@ -101,6 +101,7 @@ struct Measured {
 }
 
 /// Spawns `cmd` with stdout/stderr in files, waits with `wait4` for its `ru_maxrss`.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, which `Child` cannot see
 fn measure(cmd: &mut Command, what: &str) -> Measured {
     let dir = bench_data_dir();
     let out_path = dir.join(format!(".e2e-{}.out", std::process::id()));
