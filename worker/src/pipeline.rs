@@ -351,7 +351,9 @@ impl Pipeline {
     ) -> Result<Loaded, JobError> {
         let started = chrono_like::Started::now();
         let plan = self.plan(spec).await?;
-        let decoded = self.fetch_and_decode(spec, inputs, plan, attempt).await?;
+        let decoded = self
+            .fetch_and_decode(spec, inputs, plan, attempt, p.ids.dataset)
+            .await?;
         if attempt.abort.load(Ordering::SeqCst) {
             return Err(JobError::Cancelled);
         }
@@ -474,6 +476,7 @@ impl Pipeline {
         inputs: &Inputs,
         plan: Plan,
         attempt: &Attempt,
+        dataset_id: i32,
     ) -> Result<Decoded, JobError> {
         let tmp = tempfile::Builder::new()
             .prefix("nexingest-")
@@ -540,6 +543,24 @@ impl Pipeline {
                 .map_err(join_err)?;
                 Ok::<_, JobError>((r?, t.elapsed().as_millis() as u64))
             };
+            // While the second variable decodes, resolve the first one's cells to `map_cell`
+            // ids (cached; the load then finds them there). Same cells for every variable in
+            // practice; any others are resolved at load time.
+            let warm_coords: Option<Vec<(f64, f64)>> = (i == 1).then(|| {
+                out.blocks[0]
+                    .cells
+                    .iter()
+                    .map(|&c| out.grid.coords(c))
+                    .collect()
+            });
+            let warm = async {
+                if let Some(coords) = warm_coords {
+                    let t = Instant::now();
+                    self.map_cell_ids(dataset_id, &coords).await?;
+                    info!(job = %spec.id(), phase = "map_cell_prefetch", cells = coords.len(), ms = t.elapsed().as_millis() as u64, "phase");
+                }
+                Ok::<_, JobError>(())
+            };
             let (decoded, next) = if i + 1 < vars.len() {
                 attempt.emit(Event::Fetching(vars[i + 1]));
                 let next = async {
@@ -547,11 +568,12 @@ impl Pipeline {
                     let r = self.fetch(spec, inputs, vars[i + 1], tmp.path()).await?;
                     Ok::<_, JobError>((r, t.elapsed().as_millis() as u64))
                 };
-                let (d, (n, ms)) = tokio::try_join!(decode, next)?;
+                let (d, (n, ms), ()) = tokio::try_join!(decode, next, warm)?;
                 out.download_ms += ms;
                 (d, Some(n))
             } else {
-                (decode.await?, None)
+                let (d, ()) = tokio::try_join!(decode, warm)?;
+                (d, None)
             };
             fetched = next;
             if remove {
@@ -559,6 +581,7 @@ impl Pipeline {
             }
             let ((grid, block, sel_out, matches), ms) = decoded;
             out.decode_ms += ms;
+            info!(job = %spec.id(), phase = "decode", var, cells = block.len(), ms, "phase");
             attempt.emit(Event::Decoded(var, block.len()));
             if i == 0 {
                 out.grid = grid;
@@ -586,7 +609,9 @@ impl Pipeline {
     }
 
     /// `map_cell` ids for cells (in order), inserting missing ones (own short transaction;
-    /// cells are shared reference data).
+    /// cells are shared reference data). Ids are cached per process: for many cells (a
+    /// whole-grid job) the dataset's whole `map_cell` is read into the cache in one round trip
+    /// (three arrays), since every job of the dataset shares that grid.
     async fn map_cell_ids(
         &self,
         dataset_id: i32,
@@ -594,30 +619,76 @@ impl Pipeline {
     ) -> Result<Vec<i64>, JobError> {
         let key = |&(la, lo): &(f64, f64)| (dataset_id, la.to_bits(), lo.to_bits());
         let mut ids = vec![0i64; coords.len()];
-        let mut missing = Vec::new();
-        {
+        let lookup = |ids: &mut [i64], todo: &[usize]| -> Vec<usize> {
             let cache = self.cells.lock().expect("cell cache");
-            for (i, c) in coords.iter().enumerate() {
-                match cache.ids.get(&key(c)) {
+            let mut missing = Vec::new();
+            for &i in todo {
+                match cache.ids.get(&key(&coords[i])) {
                     Some(&id) => ids[i] = id,
                     None => missing.push(i),
                 }
             }
+            missing
+        };
+        let all: Vec<usize> = (0..coords.len()).collect();
+        let mut missing = lookup(&mut ids, &all);
+        if missing.is_empty() {
+            return Ok(ids);
         }
+        let client = self.pool.get().await?;
+        if missing.len() >= BULK_CELLS {
+            let row = client
+                .query_one(
+                    "SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(lat), '{}'),
+                            coalesce(array_agg(lon), '{}')
+                     FROM map_cell WHERE dataset_id = $1",
+                    &[&dataset_id],
+                )
+                .await?;
+            let (db_ids, lats, lons): (Vec<i64>, Vec<f64>, Vec<f64>) =
+                (row.get(0), row.get(1), row.get(2));
+            {
+                let mut cache = self.cells.lock().expect("cell cache");
+                cache.ids.reserve(db_ids.len());
+                for ((id, la), lo) in db_ids.into_iter().zip(lats).zip(lons) {
+                    cache.ids.insert(key(&(la, lo)), id);
+                }
+            }
+            missing = lookup(&mut ids, &missing);
+            if missing.is_empty() {
+                return Ok(ids);
+            }
+        }
+        // Insert the missing cells; those another worker inserted meanwhile are read back.
+        let lats: Vec<f64> = missing.iter().map(|&i| coords[i].0).collect();
+        let lons: Vec<f64> = missing.iter().map(|&i| coords[i].1).collect();
+        let row = client
+            .query_one(
+                "WITH ins AS (
+                     INSERT INTO map_cell (dataset_id, lat, lon)
+                     SELECT $1, la, lo FROM unnest($2::float8[], $3::float8[]) AS t(la, lo)
+                     ON CONFLICT (dataset_id, lat, lon) DO NOTHING
+                     RETURNING id, lat, lon)
+                 SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(lat), '{}'),
+                        coalesce(array_agg(lon), '{}')
+                 FROM ins",
+                &[&dataset_id, &lats, &lons],
+            )
+            .await?;
+        let (new_ids, new_lats, new_lons): (Vec<i64>, Vec<f64>, Vec<f64>) =
+            (row.get(0), row.get(1), row.get(2));
+        {
+            let mut cache = self.cells.lock().expect("cell cache");
+            for ((id, la), lo) in new_ids.into_iter().zip(new_lats).zip(new_lons) {
+                cache.ids.insert(key(&(la, lo)), id);
+            }
+        }
+        missing = lookup(&mut ids, &missing);
         if missing.is_empty() {
             return Ok(ids);
         }
         let lats: Vec<f64> = missing.iter().map(|&i| coords[i].0).collect();
         let lons: Vec<f64> = missing.iter().map(|&i| coords[i].1).collect();
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO map_cell (dataset_id, lat, lon)
-                 SELECT $1, la, lo FROM unnest($2::float8[], $3::float8[]) AS t(la, lo)
-                 ON CONFLICT (dataset_id, lat, lon) DO NOTHING",
-                &[&dataset_id, &lats, &lons],
-            )
-            .await?;
         let rows = client
             .query(
                 "SELECT m.id FROM unnest($2::float8[], $3::float8[]) WITH ORDINALITY AS t(la, lo, n)
@@ -651,7 +722,9 @@ impl Pipeline {
     ) -> Result<Loaded, JobError> {
         let rows = Rows::new(&d.blocks, !matches!(spec.locations, LocationSource::All))?;
         let coords: Vec<(f64, f64)> = rows.cells.iter().map(|&c| d.grid.coords(c)).collect();
+        let tm = Instant::now();
         let ids = self.map_cell_ids(p.ids.dataset, &coords).await?;
+        info!(job = %spec.id(), phase = "map_cell", cells = ids.len(), ms = tm.elapsed().as_millis() as u64, "phase");
 
         // Where each location landed (NULL cell = unmatched), shared reference data too.
         let mut unmatched = 0;
@@ -762,6 +835,7 @@ impl Pipeline {
             timeout: Some(self.cfg.job_timeout),
             ..LoaderConfig::default()
         };
+        let tc = Instant::now();
         let stats = pgcopy::load(
             &tx,
             &table,
@@ -771,6 +845,14 @@ impl Pipeline {
         )
         .await
         .map_err(load_err)?;
+        info!(
+            job = %spec.id(),
+            phase = "copy",
+            rows = stats.rows_copied,
+            mb = stats.bytes_sent / 1_000_000,
+            ms = tc.elapsed().as_millis() as u64,
+            "phase"
+        );
         tx.execute(
             "DELETE FROM data_source_variable WHERE data_source_id = $1",
             &[&p.data_source_id],
@@ -824,7 +906,9 @@ impl Pipeline {
                 "visibility could not be extended; rolled back instead of committing".into(),
             ));
         }
+        let tc = Instant::now();
         tx.commit().await?;
+        info!(job = %spec.id(), phase = "commit", ms = tc.elapsed().as_millis() as u64, "phase");
         guard.keep();
         attempt.emit(Event::Committed(stats.rows_copied));
         Ok(Loaded {
@@ -910,7 +994,14 @@ fn decode_one(
     selection: Option<CellSelection>,
     plan: Option<Plan>,
 ) -> Result<DecodeOut, JobError> {
+    let t = Instant::now();
     let f = GridFile::open_variable(path, var).map_err(|e| decode_err(label, e))?;
+    info!(
+        phase = "open",
+        var,
+        ms = t.elapsed().as_millis() as u64,
+        "phase"
+    );
     let grid = f.grid().clone();
     let mut matches = None;
     let sel = match (selection, plan) {
@@ -928,13 +1019,41 @@ fn decode_one(
         }
         (None, Some(Plan::Polygons(polys))) => CellSelection::Cells(boundary_cells(&grid, &polys)),
     };
-    let block = f
+    let t = Instant::now();
+    let mut block = f
         .decode_year(year, &sel, opts)
         .map_err(|e| decode_err(label, e))?;
+    shrink_block(&mut block);
+    info!(
+        phase = "decode_year",
+        var,
+        cells = block.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "phase"
+    );
     // Later variables decode the same selection: every data cell of their own (rows are the
     // union, NULL arrays where a variable has no data), or the cells the first one resolved.
     let reuse = sel.clone();
     Ok((grid, block, reuse, matches))
+}
+
+/// Gives the block's spare capacity back to the allocator (for large blocks `realloc` shrinks
+/// the mapping in place). An all-data block may be compacted inside a whole-grid allocation;
+/// holding three of those would keep ~2.4× the data cells' memory resident for the whole load.
+fn shrink_block(b: &mut YearBlock) {
+    if !b.values.is_standard_layout() {
+        return;
+    }
+    let shape = b.values.dim();
+    let n = shape.0 * shape.1;
+    let (mut v, offset) = std::mem::take(&mut b.values).into_raw_vec_and_offset();
+    let offset = offset.unwrap_or(0);
+    if offset > 0 {
+        v.drain(..offset);
+    }
+    v.truncate(n);
+    v.shrink_to_fit();
+    b.values = ndarray::Array2::from_shape_vec(shape, v).expect("standard layout, same shape");
 }
 
 /// Cells of `grid` a set of polygons touches (cell bounds halfway to the neighbours).
@@ -998,6 +1117,10 @@ struct Rows {
 }
 
 const NO_ROW: u32 = u32::MAX;
+
+/// From this many uncached cells on, [`Pipeline::map_cell_ids`] reads the dataset's whole
+/// `map_cell` into the cache first (one round trip instead of a lookup per cell).
+const BULK_CELLS: usize = 10_000;
 
 impl Rows {
     fn new(blocks: &[YearBlock], drop_empty: bool) -> Result<Rows, JobError> {
