@@ -141,6 +141,8 @@ pub(crate) fn decode_chunked_into(
         cells,
         main: 0,
         runs: Vec::new(),
+        by_spatial: vec![Vec::new(); plan.spatial.len()],
+        sp_rows: vec![0; plan.spatial.len()],
         started: false,
     };
     out.cells.clear();
@@ -305,6 +307,9 @@ struct Run {
     spatial: usize,
     /// Element offset of the first cell inside one time plane of the chunk.
     off: usize,
+    /// Position of the first cell among the listed cells of its spatial chunk (in list order):
+    /// its column in a compact `steps × cells of that chunk` buffer.
+    cpos: usize,
 }
 
 /// The selected time steps of one chunk row along time.
@@ -365,7 +370,13 @@ impl Plan {
     /// The runs of `cells` (a subset of the requested cells, in any order): run `cell` fields
     /// index into `cells`.
     fn runs(&self, cells: &[usize], layout: &Layout) -> Vec<Run> {
+        self.runs_counted(cells, layout).0
+    }
+
+    /// [`Plan::runs`], and how many of `cells` lie in each spatial chunk.
+    fn runs_counted(&self, cells: &[usize], layout: &Layout) -> (Vec<Run>, Vec<usize>) {
         let mut runs: Vec<Run> = Vec::new();
+        let mut count = vec![0_usize; self.spatial.len()];
         for (i, &g) in cells.iter().enumerate() {
             let (sp, off) = spatial_pos(g, self.nx, layout);
             let s = if self.spatial.len() == 1 {
@@ -382,10 +393,12 @@ impl Plan {
                     len: 1,
                     spatial: s,
                     off,
+                    cpos: count[s],
                 }),
             }
+            count[s] += 1;
         }
-        runs
+        (runs, count)
     }
 
     fn chunk_pos(&self, layout: &Layout, tc: usize, spatial: usize) -> usize {
@@ -419,6 +432,10 @@ struct Output<'v> {
     main: usize,
     /// [`Plan::runs`] of `cells`.
     runs: Vec<Run>,
+    /// `runs` grouped by spatial chunk index.
+    by_spatial: Vec<Vec<Run>>,
+    /// Number of rows in each spatial chunk.
+    sp_rows: Vec<usize>,
     /// Whether a batch has been written (rows added later must be NaN on earlier slots).
     started: bool,
 }
@@ -451,7 +468,13 @@ impl Output<'_> {
             self.values.resize(len, f32::NAN);
             self.cells.extend_from_slice(new);
         }
-        self.runs = plan.runs(self.cells, layout);
+        let (runs, count) = plan.runs_counted(self.cells, layout);
+        self.by_spatial = vec![Vec::new(); plan.spatial.len()];
+        for run in &runs {
+            self.by_spatial[run.spatial].push(*run);
+        }
+        self.runs = runs;
+        self.sp_rows = count;
     }
 
     /// Merges the rows appended after the main block into it, so that all rows are ascending.
@@ -530,61 +553,86 @@ impl Candidates {
     }
 
     /// Removes the candidates covered by `found` (ranges of indices into `cells`) and returns
-    /// them, ascending.
-    fn take(&mut self, found: &[Vec<(usize, usize)>], plan: &Plan, layout: &Layout) -> Vec<usize> {
-        if found.iter().all(Vec::is_empty) {
-            return Vec::new();
+    /// them, ascending, with the index into them of each former candidate (`usize::MAX` for
+    /// those not taken).
+    fn take<'a>(
+        &mut self,
+        found: impl Iterator<Item = &'a [(usize, usize)]> + Clone,
+        plan: &Plan,
+        layout: &Layout,
+    ) -> (Vec<usize>, Vec<usize>) {
+        if found.clone().all(<[_]>::is_empty) {
+            return (Vec::new(), Vec::new());
         }
-        let mut mark = vec![false; self.cells.len()];
-        for &(start, len) in found.iter().flatten() {
-            mark[start..start + len].fill(true);
+        let mut rank = vec![usize::MAX; self.cells.len()];
+        for &(start, len) in found.flatten() {
+            rank[start..start + len].fill(0);
         }
         let mut new = Vec::new();
         let mut k = 0;
         self.cells.retain(|&g| {
-            let hit = mark[k];
-            k += 1;
+            let hit = rank[k] == 0;
             if hit {
+                rank[k] = new.len();
                 new.push(g);
             }
+            k += 1;
             !hit
         });
         self.index(plan, layout);
-        new
+        (new, rank)
     }
 }
 
 /// One step of a batch as the transpose sees it.
 #[derive(Debug, Clone, Copy)]
 struct BatchStep {
-    /// Index of the batch buffer of spatial chunk 0 for this step's time chunk.
-    buf: usize,
-    /// Element offset of the step's time plane inside the chunk.
-    plane: usize,
+    /// Index into the batch's time chunks.
+    k: usize,
+    /// Index of the step among its time chunk's steps: its row in the [`JobBuf`] buffers.
+    local: usize,
     slot: usize,
 }
 
-/// One decompressed chunk of a batch.
+/// One decompressed chunk.
 #[derive(Debug, Default)]
 struct ChunkBuf {
     bytes: Vec<u8>,
     shuffled: bool,
 }
 
+/// What the inflate task of one chunk of a batch (time chunk `k`, spatial chunk `s`) leaves for
+/// the transpose: compact, converted values, so that the transpose never reads the (much larger,
+/// shuffled) decompressed chunk.
+#[derive(Debug, Default)]
+struct JobBuf {
+    /// Clean values of the output rows of spatial chunk `s` on the steps of `k`:
+    /// `steps × rows of s`, step-major, rows in output order (column = [`Run::cpos`]).
+    vals: Vec<f32>,
+    /// Candidate index ranges found valid in this chunk ([`Rows::Valid`]): sorted, disjoint.
+    found: Vec<(usize, usize)>,
+    /// Clean values of the `found` cells: `steps × found cells`, step-major.
+    fvals: Vec<f32>,
+    /// The next `vals` while rows are being added.
+    spare: Vec<f32>,
+}
+
 thread_local! {
     /// Per-worker inflater and compressed-bytes buffer, reused across chunks and calls.
     static INFLATE: RefCell<(Decompressor, Vec<u8>)> = RefCell::new((Decompressor::new(), Vec::new()));
+    /// Per-worker buffer a chunk is inflated into; converted right away, while in cache.
+    static CHUNK: RefCell<ChunkBuf> = RefCell::new(ChunkBuf::default());
 }
 
-/// Idle batch buffer sets kept for the next decode (each about [`BATCH_BYTES`]).
+/// Idle batch buffer sets kept for the next decode.
 const POOL_IDLE: usize = 2;
 
 /// Batch buffers of finished decodes: a process decoding file after file reuses memory that is
 /// already faulted in instead of allocating (and zero-filling) a new batch each time.
-static POOL: Mutex<Vec<Vec<ChunkBuf>>> = Mutex::new(Vec::new());
+static POOL: Mutex<Vec<Vec<JobBuf>>> = Mutex::new(Vec::new());
 
 /// One decode's batch buffers, taken from [`POOL`] and given back on drop.
-struct BatchBufs(Vec<ChunkBuf>);
+struct BatchBufs(Vec<JobBuf>);
 
 impl BatchBufs {
     fn take() -> BatchBufs {
@@ -673,69 +721,190 @@ fn decode_into(
                     spatial: s,
                 });
             }
-            for &(ti, slot) in &t.steps {
-                steps.push(BatchStep {
-                    buf: k * nsp,
-                    plane: ti * layout.chunk[1] * layout.chunk[2],
-                    slot,
-                });
+            for (local, &(_, slot)) in t.steps.iter().enumerate() {
+                steps.push(BatchStep { k, local, slot });
             }
         }
         let bufs = &mut bufs.0;
         if bufs.len() < jobs.len() {
-            bufs.resize_with(jobs.len(), ChunkBuf::default);
+            bufs.resize_with(jobs.len(), JobBuf::default);
         }
-        // Inflate; in `Rows::Valid` mode also look for valid values among the candidates while
-        // the chunk is still in cache.
-        let found: Vec<Vec<(usize, usize)>> = bufs[..jobs.len()]
-            .par_iter_mut()
+        let bufs = &mut bufs[..jobs.len()];
+        // Inflate each chunk into a per-worker buffer and, while it is still in cache, convert
+        // the known rows' values into the job's compact buffer; in `Rows::Valid` mode also look
+        // for valid values among the candidates and convert those found.
+        let (by_spatial, sp_rows) = (&out.by_spatial, &out.sp_rows);
+        bufs.par_iter_mut()
             .zip(jobs.par_iter())
-            .map(|(buf, job)| {
-                read_chunk(file, layout, job.loc, chunk_bytes, buf).map_err(|detail| {
-                    DecodeError::Corrupt {
-                        path: path.to_path_buf(),
-                        detail: format!(
-                            "variable `{}`, chunk at time index {}: {detail}",
-                            req.var, job.t0
-                        ),
+            .try_for_each(|(jb, job)| {
+                CHUNK.with(|cell| {
+                    let buf = &mut *cell.borrow_mut();
+                    read_chunk(file, layout, job.loc, chunk_bytes, buf).map_err(|detail| {
+                        DecodeError::Corrupt {
+                            path: path.to_path_buf(),
+                            detail: format!(
+                                "variable `{}`, chunk at time index {}: {detail}",
+                                req.var, job.t0
+                            ),
+                        }
+                    })?;
+                    let tsteps = &batch[job.k].steps;
+                    let w = sp_rows[job.spatial];
+                    jb.vals.resize(tsteps.len() * w, 0.0);
+                    let runs = &by_spatial[job.spatial];
+                    convert_runs(&kernel, buf, layout, tsteps, runs, w, &mut jb.vals);
+                    jb.found.clear();
+                    jb.fvals.clear();
+                    if let Some(c) = &candidates {
+                        let cand = &c.by_spatial[job.spatial];
+                        scan_valid(&kernel, buf, layout, tsteps, cand, &mut jb.found);
+                        if !jb.found.is_empty() {
+                            normalize_ranges(&mut jb.found);
+                            let fruns = found_runs(&jb.found, cand);
+                            let nf = jb.found.iter().map(|r| r.1).sum::<usize>();
+                            jb.fvals.resize(tsteps.len() * nf, 0.0);
+                            convert_runs(&kernel, buf, layout, tsteps, &fruns, nf, &mut jb.fvals);
+                        }
                     }
-                })?;
-                let mut found = Vec::new();
-                if let Some(c) = &candidates {
-                    scan_valid(
-                        &kernel,
-                        buf,
-                        layout,
-                        &batch[job.k].steps,
-                        &c.by_spatial[job.spatial],
-                        &mut found,
-                    );
-                }
-                Ok(found)
-            })
-            .collect::<Result<_, DecodeError>>()?;
+                    Ok::<(), DecodeError>(())
+                })
+            })?;
         if let Some(c) = &mut candidates {
-            let new = c.take(&found, plan, layout);
+            let (new, rank) = c.take(bufs.iter().map(|b| b.found.as_slice()), plan, layout);
             if !new.is_empty() {
                 tracing::trace!(cells = new.len(), "cells with data");
+                let old_rows = out.cells.len();
+                let old_sp = out.sp_rows.clone();
                 out.add_rows(&new, days, plan, layout);
+                add_found(bufs, &jobs, batch, out, old_rows, &old_sp, &rank);
             }
         }
         if !out.cells.is_empty() {
-            transpose_batch(
-                &bufs[..jobs.len()],
-                &steps,
-                &out.runs,
-                layout,
-                &kernel,
-                days,
-                out.values,
-            );
+            transpose_batch(bufs, nsp, &steps, &out.runs, &out.sp_rows, days, out.values);
         }
         out.started = true;
     }
     out.finish(days);
     Ok(())
+}
+
+/// Converts the cells of `runs` on `steps` (time index in chunk, slot) of one decompressed
+/// chunk into `dst[step * stride + run.cpos ..]`.
+fn convert_runs(
+    kernel: &Kernel,
+    buf: &ChunkBuf,
+    layout: &Layout,
+    steps: &[(usize, usize)],
+    runs: &[Run],
+    stride: usize,
+    dst: &mut [f32],
+) {
+    let plane_len = layout.chunk_elems();
+    let plane = layout.chunk[1] * layout.chunk[2];
+    for (local, &(ti, _)) in steps.iter().enumerate() {
+        let row = &mut dst[local * stride..][..stride];
+        for run in runs {
+            let d = &mut row[run.cpos..][..run.len];
+            kernel.decode(buf, plane_len, ti * plane + run.off, d, layout.big_endian);
+        }
+    }
+}
+
+/// Sorts ranges `(start, len)` and merges overlapping or touching ones.
+fn normalize_ranges(r: &mut Vec<(usize, usize)>) {
+    r.sort_unstable();
+    let mut w = 0;
+    for i in 0..r.len() {
+        let (s, l) = r[i];
+        if w > 0 && r[w - 1].0 + r[w - 1].1 >= s {
+            let e = (r[w - 1].0 + r[w - 1].1).max(s + l);
+            r[w - 1].1 = e - r[w - 1].0;
+        } else {
+            r[w] = (s, l);
+            w += 1;
+        }
+    }
+    r.truncate(w);
+}
+
+/// The parts of the candidate `runs` (one spatial chunk's, sorted) covered by `found` (sorted,
+/// disjoint candidate index ranges), with `cpos` = position among the found cells.
+fn found_runs(found: &[(usize, usize)], runs: &[Run]) -> Vec<Run> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    let mut j = 0;
+    for &(start, len) in found {
+        let end = start + len;
+        while j < runs.len() && runs[j].cell + runs[j].len <= start {
+            j += 1;
+        }
+        let mut i = j;
+        while i < runs.len() && runs[i].cell < end {
+            let r = runs[i];
+            let a = r.cell.max(start);
+            let b = (r.cell + r.len).min(end);
+            if a < b {
+                out.push(Run {
+                    cell: a,
+                    len: b - a,
+                    spatial: r.spatial,
+                    off: r.off + (a - r.cell),
+                    cpos: p,
+                });
+                p += b - a;
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// After `out.add_rows` of newly found cells: widens every job's compact buffer to the new rows
+/// of its spatial chunk, with the values the job converted for the cells it found and NaN for the
+/// others (a candidate not found by a job has no valid value on that job's steps).
+fn add_found(
+    bufs: &mut [JobBuf],
+    jobs: &[Job],
+    batch: &[TimeChunk],
+    out: &Output<'_>,
+    old_rows: usize,
+    old_sp: &[usize],
+    rank: &[usize],
+) {
+    // Column of each new row in its spatial chunk's compact buffer.
+    let mut new_col = vec![0_usize; out.cells.len() - old_rows];
+    let first = out.runs.partition_point(|r| r.cell + r.len <= old_rows);
+    for run in &out.runs[first..] {
+        for r in run.cell.max(old_rows)..run.cell + run.len {
+            new_col[r - old_rows] = run.cpos + (r - run.cell);
+        }
+    }
+    bufs.par_iter_mut()
+        .zip(jobs.par_iter())
+        .for_each(|(jb, job)| {
+            let ns = batch[job.k].steps.len();
+            let (o, w) = (old_sp[job.spatial], out.sp_rows[job.spatial]);
+            if o == w {
+                return;
+            }
+            jb.spare.clear();
+            jb.spare.resize(ns * w, f32::NAN);
+            for l in 0..ns {
+                jb.spare[l * w..][..o].copy_from_slice(&jb.vals[l * o..][..o]);
+            }
+            let nf = jb.found.iter().map(|r| r.1).sum::<usize>();
+            let mut p = 0;
+            for &(start, len) in &jb.found {
+                for c in start..start + len {
+                    let col = new_col[rank[c]];
+                    for l in 0..ns {
+                        jb.spare[l * w + col] = jb.fvals[l * nf + p];
+                    }
+                    p += 1;
+                }
+            }
+            std::mem::swap(&mut jb.vals, &mut jb.spare);
+        });
 }
 
 /// Looks for valid values (not NaN after `kernel`) of the candidate `runs` on the `steps` (time
@@ -878,19 +1047,18 @@ fn read_chunk(
     })
 }
 
-/// Scatters one batch of decompressed chunks into the cell-major output, in parallel over
-/// tiles of output rows; `runs` say where each row's values are.
+/// Scatters one batch of compact converted values ([`JobBuf::vals`]) into the cell-major output,
+/// in parallel over tiles of output rows; `runs` say where each row's values are.
 fn transpose_batch(
-    bufs: &[ChunkBuf],
+    bufs: &[JobBuf],
+    nsp: usize,
     steps: &[BatchStep],
     runs: &[Run],
-    layout: &Layout,
-    kernel: &Kernel,
+    sp_rows: &[usize],
     days: usize,
     out: &mut [f32],
 ) {
     let nsteps = steps.len();
-    let plane_len = layout.chunk_elems();
     out.par_chunks_mut(TILE_CELLS * days)
         .enumerate()
         .for_each_init(
@@ -905,12 +1073,12 @@ fn transpose_batch(
                     }
                     let a = run.cell.max(c0);
                     let b = (run.cell + run.len).min(c1);
-                    let off = run.off + (a - run.cell);
+                    let col = run.cpos + (a - run.cell);
                     let len = b - a;
+                    let w = sp_rows[run.spatial];
                     for (s, st) in steps.iter().enumerate() {
-                        let buf = &bufs[st.buf + run.spatial];
-                        let dst = &mut tmp[s * TILE_CELLS + (a - c0)..][..len];
-                        kernel.decode(buf, plane_len, st.plane + off, dst, layout.big_endian);
+                        let src = &bufs[st.k * nsp + run.spatial].vals[st.local * w + col..][..len];
+                        tmp[s * TILE_CELLS + (a - c0)..][..len].copy_from_slice(src);
                     }
                 }
                 let n = c1 - c0;

@@ -673,6 +673,8 @@ fn corrupt_and_truncated_chunks_are_errors() {
             cells: &mut kept,
             main: 0,
             runs: Vec::new(),
+            by_spatial: vec![Vec::new(); plan.spatial.len()],
+            sp_rows: vec![0; plan.spatial.len()],
             started: false,
         };
         let err = decode_into(
