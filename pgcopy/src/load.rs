@@ -460,32 +460,23 @@ async fn load_inner<S: RowSource>(
         check_columns(tx, table).await?;
     }
     match strategy {
-        Strategy::Append => {
-            copy(
-                tx,
-                &table.copy_statement(),
-                columns,
-                source,
-                config,
-                &mut stats,
-            )
-            .await?;
-        }
-        Strategy::ReplaceKey { key } => {
-            let mut sql = format!("DELETE FROM {} WHERE ", table.qualified_name());
-            for (i, (col, _)) in key.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(" AND ");
+        Strategy::Append | Strategy::ReplaceKey { .. } => {
+            if let Strategy::ReplaceKey { key } = strategy {
+                let mut sql = format!("DELETE FROM {} WHERE ", table.qualified_name());
+                for (i, (col, _)) in key.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(" AND ");
+                    }
+                    sql.push_str(&format!("{} = ${}", quote_ident(col), i + 1));
                 }
-                sql.push_str(&format!("{} = ${}", quote_ident(col), i + 1));
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    key.iter().map(|(_, v)| v as &(dyn ToSql + Sync)).collect();
+                stats.rows_deleted = tx.execute(&sql, &params).await.map_err(pg("DELETE"))?;
+                debug!(
+                    rows = stats.rows_deleted,
+                    "deleted previous rows of the key"
+                );
             }
-            let params: Vec<&(dyn ToSql + Sync)> =
-                key.iter().map(|(_, v)| v as &(dyn ToSql + Sync)).collect();
-            stats.rows_deleted = tx.execute(&sql, &params).await.map_err(pg("DELETE"))?;
-            debug!(
-                rows = stats.rows_deleted,
-                "deleted previous rows of the key"
-            );
             copy(
                 tx,
                 &table.copy_statement(),
