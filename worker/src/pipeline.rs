@@ -543,9 +543,9 @@ impl Pipeline {
                 .map_err(join_err)?;
                 Ok::<_, JobError>((r?, t.elapsed().as_millis() as u64))
             };
-            // While the second variable decodes, resolve the first one's cells to `map_cell`
-            // ids (cached; the load then finds them there). Same cells for every variable in
-            // practice; any others are resolved at load time.
+            // While the second variable decodes, read the first one's cells' `map_cell` ids into
+            // the cache (read only: nothing is written before every file has decoded); the load
+            // finds them there and inserts only cells the table does not have yet.
             let warm_coords: Option<Vec<(f64, f64)>> = (i == 1).then(|| {
                 out.blocks[0]
                     .cells
@@ -556,7 +556,7 @@ impl Pipeline {
             let warm = async {
                 if let Some(coords) = warm_coords {
                     let t = Instant::now();
-                    self.map_cell_ids(dataset_id, &coords).await?;
+                    self.map_cell_ids(dataset_id, &coords, true).await?;
                     info!(job = %spec.id(), phase = "map_cell_prefetch", cells = coords.len(), ms = t.elapsed().as_millis() as u64, "phase");
                 }
                 Ok::<_, JobError>(())
@@ -612,12 +612,27 @@ impl Pipeline {
     /// cells are shared reference data). Ids are cached per process: for many cells (a
     /// whole-grid job) the dataset's whole `map_cell` is read into the cache in one round trip
     /// (three arrays), since every job of the dataset shares that grid.
+    ///
+    /// With `read_only`, nothing is inserted and the returned ids of cells not yet in the
+    /// table are 0: this is the prefetch that overlaps a decode, and a job whose later file
+    /// turns out corrupt must not have written anything.
     async fn map_cell_ids(
         &self,
         dataset_id: i32,
         coords: &[(f64, f64)],
+        read_only: bool,
     ) -> Result<Vec<i64>, JobError> {
         let key = |&(la, lo): &(f64, f64)| (dataset_id, la.to_bits(), lo.to_bits());
+        // Caches the (ids, lats, lons) arrays of a `map_cell` query row.
+        let remember = |row: &tokio_postgres::Row| {
+            let (ids, lats, lons): (Vec<i64>, Vec<f64>, Vec<f64>) =
+                (row.get(0), row.get(1), row.get(2));
+            let mut cache = self.cells.lock().expect("cell cache");
+            cache.ids.reserve(ids.len());
+            for ((id, la), lo) in ids.into_iter().zip(lats).zip(lons) {
+                cache.ids.insert(key(&(la, lo)), id);
+            }
+        };
         let mut ids = vec![0i64; coords.len()];
         let lookup = |ids: &mut [i64], todo: &[usize]| -> Vec<usize> {
             let cache = self.cells.lock().expect("cell cache");
@@ -645,19 +660,14 @@ impl Pipeline {
                     &[&dataset_id],
                 )
                 .await?;
-            let (db_ids, lats, lons): (Vec<i64>, Vec<f64>, Vec<f64>) =
-                (row.get(0), row.get(1), row.get(2));
-            {
-                let mut cache = self.cells.lock().expect("cell cache");
-                cache.ids.reserve(db_ids.len());
-                for ((id, la), lo) in db_ids.into_iter().zip(lats).zip(lons) {
-                    cache.ids.insert(key(&(la, lo)), id);
-                }
-            }
+            remember(&row);
             missing = lookup(&mut ids, &missing);
             if missing.is_empty() {
                 return Ok(ids);
             }
+        }
+        if read_only {
+            return Ok(ids);
         }
         // Insert the missing cells; those another worker inserted meanwhile are read back.
         let lats: Vec<f64> = missing.iter().map(|&i| coords[i].0).collect();
@@ -675,14 +685,7 @@ impl Pipeline {
                 &[&dataset_id, &lats, &lons],
             )
             .await?;
-        let (new_ids, new_lats, new_lons): (Vec<i64>, Vec<f64>, Vec<f64>) =
-            (row.get(0), row.get(1), row.get(2));
-        {
-            let mut cache = self.cells.lock().expect("cell cache");
-            for ((id, la), lo) in new_ids.into_iter().zip(new_lats).zip(new_lons) {
-                cache.ids.insert(key(&(la, lo)), id);
-            }
-        }
+        remember(&row);
         missing = lookup(&mut ids, &missing);
         if missing.is_empty() {
             return Ok(ids);
@@ -723,7 +726,7 @@ impl Pipeline {
         let rows = Rows::new(&d.blocks, !matches!(spec.locations, LocationSource::All))?;
         let coords: Vec<(f64, f64)> = rows.cells.iter().map(|&c| d.grid.coords(c)).collect();
         let tm = Instant::now();
-        let ids = self.map_cell_ids(p.ids.dataset, &coords).await?;
+        let ids = self.map_cell_ids(p.ids.dataset, &coords, false).await?;
         info!(job = %spec.id(), phase = "map_cell", cells = ids.len(), ms = tm.elapsed().as_millis() as u64, "phase");
 
         // Where each location landed (NULL cell = unmatched), shared reference data too.
