@@ -148,30 +148,39 @@ impl LoadError {
 
     /// Whether running the same load again may succeed.
     ///
-    /// Retryable: connection loss or I/O errors (closed connection, or class `08`), serialization
-    /// failure `40001`, deadlock `40P01`, insufficient resources (class `53`), administrator
-    /// shutdown/crash/cannot-connect-now `57P01`–`57P03`, pool timeouts, and [`LoadError::Timeout`].
-    /// Not retryable: data exceptions (class `22`), integrity violations (class `23`), syntax or
-    /// missing objects (class `42`), encoding and configuration errors.
+    /// Retryable: the SQLSTATEs of [`sqlstate_is_retryable`]'s table, connection loss or I/O
+    /// errors without a SQLSTATE, pool timeouts, and [`LoadError::Timeout`]. Not retryable:
+    /// every other SQLSTATE (data `22`, integrity `23`, syntax or missing objects `42`, …),
+    /// encoding and configuration errors.
     pub fn is_retryable(&self) -> bool {
         match self {
             LoadError::Postgres {
                 sqlstate, source, ..
             } => match sqlstate {
                 Some(code) => sqlstate_is_retryable(code.code()),
-                None => is_connection_error(source),
+                None => pg_error_is_retryable(source),
             },
             LoadError::Pool(e) => match e {
                 deadpool_postgres::PoolError::Timeout(_) => true,
-                deadpool_postgres::PoolError::Backend(e) => match e.code() {
-                    Some(code) => sqlstate_is_retryable(code.code()),
-                    None => is_connection_error(e),
-                },
+                deadpool_postgres::PoolError::Backend(e) => pg_error_is_retryable(e),
                 _ => false,
             },
             LoadError::Timeout { .. } => true,
             _ => false,
         }
+    }
+}
+
+/// Whether a tokio-postgres error may go away by itself: by its SQLSTATE when the server sent
+/// one ([`sqlstate_is_retryable`]), else when the connection closed or an I/O error (including
+/// a timeout) occurred. Parameter conversion and protocol errors are not retryable.
+///
+/// This is the one classification of database errors used by `pgcopy` and the nexingest
+/// worker alike.
+pub fn pg_error_is_retryable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => sqlstate_is_retryable(code.code()),
+        None => is_connection_error(e),
     }
 }
 
@@ -191,9 +200,23 @@ fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     false
 }
 
-/// Whether an SQLSTATE code denotes a transient condition (see [`LoadError::is_retryable`]).
+/// Whether an SQLSTATE code denotes a transient condition. The one table, shared with the
+/// nexingest worker:
+///
+/// | SQLSTATE | meaning | class |
+/// |---|---|---|
+/// | `08xxx` | connection exception | transient |
+/// | `53xxx` | insufficient resources (disk full, out of memory, too many connections) | transient |
+/// | `40001`, `40P01` | serialization failure, deadlock | transient |
+/// | `55P03` | lock not available (`lock_timeout`) | transient |
+/// | `57014` | query canceled (`statement_timeout`) | transient |
+/// | `57P01`–`57P03` | admin shutdown, crash shutdown, cannot connect now (failover, restart) | transient |
+/// | anything else (`22` data, `23` integrity, `42` syntax/missing object, …) | | permanent |
 pub fn sqlstate_is_retryable(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
+        || matches!(
+            code,
+            "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+        )
 }

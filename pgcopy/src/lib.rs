@@ -36,7 +36,7 @@ pub mod error;
 pub mod load;
 
 pub use encode::{Column, ColumnType, Columns, CopyBuffer, RowWriter, Validity};
-pub use error::{EncodeError, LoadError};
+pub use error::{EncodeError, LoadError, pg_error_is_retryable, sqlstate_is_retryable};
 pub use load::{
     KeyValue, LoadStats, LoaderConfig, RowSource, Strategy, Table, load, quote_ident, source_fn,
     with_timeout,

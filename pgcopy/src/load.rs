@@ -244,6 +244,13 @@ pub enum Strategy {
         /// The columns of a unique index or constraint (all must be loaded columns).
         conflict: Vec<String>,
     },
+    /// Like [`Strategy::Upsert`], but an existing row keeps every non-NULL value it has:
+    /// `ON CONFLICT (conflict) DO UPDATE SET c = coalesce(target.c, EXCLUDED.c)`. New rows are
+    /// inserted; existing rows only gain the columns they lack (e.g. a variable loaded later).
+    FillNulls {
+        /// The columns of a unique index or constraint (all must be loaded columns).
+        conflict: Vec<String>,
+    },
 }
 
 impl Strategy {
@@ -265,6 +272,21 @@ impl Strategy {
         S: Into<String>,
     {
         Strategy::Upsert {
+            conflict: conflict.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// [`Strategy::FillNulls`] on the given conflict columns.
+    ///
+    /// ```
+    /// let s = pgcopy::Strategy::fill_nulls(["data_source_id", "map_cell_id"]);
+    /// ```
+    pub fn fill_nulls<I, S>(conflict: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Strategy::FillNulls {
             conflict: conflict.into_iter().map(Into::into).collect(),
         }
     }
@@ -487,7 +509,8 @@ async fn load_inner<S: RowSource>(
             )
             .await?;
         }
-        Strategy::Upsert { conflict } => {
+        Strategy::Upsert { conflict } | Strategy::FillNulls { conflict } => {
+            let fill = matches!(strategy, Strategy::FillNulls { .. });
             let stage = quote_ident(&format!(
                 "pgcopy_stage_{}",
                 STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -524,7 +547,11 @@ async fn load_inner<S: RowSource>(
                 .filter(|c| !conflict.contains(&c.name))
                 .map(|c| {
                     let q = quote_ident(&c.name);
-                    format!("{q} = EXCLUDED.{q}")
+                    if fill {
+                        format!("{q} = coalesce(t.{q}, EXCLUDED.{q})")
+                    } else {
+                        format!("{q} = EXCLUDED.{q}")
+                    }
                 })
                 .collect();
             let action = if updates.is_empty() {
@@ -533,7 +560,7 @@ async fn load_inner<S: RowSource>(
                 format!("DO UPDATE SET {}", updates.join(", "))
             };
             let sql = format!(
-                "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) {action}",
+                "INSERT INTO {} AS t ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) {action}",
                 table.qualified_name(),
                 join_idents(conflict.iter().map(String::as_str)),
             );
@@ -560,7 +587,7 @@ fn validate_strategy(table: &Table, strategy: &Strategy) -> Result<(), LoadError
     let (kind, names): (&str, Vec<&str>) = match strategy {
         Strategy::Append => return Ok(()),
         Strategy::ReplaceKey { key } => ("key", key.iter().map(|(c, _)| c.as_str()).collect()),
-        Strategy::Upsert { conflict } => {
+        Strategy::Upsert { conflict } | Strategy::FillNulls { conflict } => {
             ("conflict", conflict.iter().map(String::as_str).collect())
         }
     };

@@ -1283,12 +1283,13 @@ async fn declared_columns_are_checked_against_the_table() {
 fn retryable_sqlstates() {
     use pgcopy::error::sqlstate_is_retryable as r;
     for code in [
-        "08006", "08000", "40001", "40P01", "53100", "53200", "57P01", "57P02", "57P03",
+        "08006", "08000", "40001", "40P01", "53100", "53200", "55P03", "57014", "57P01", "57P02",
+        "57P03",
     ] {
         assert!(r(code), "{code}");
     }
     for code in [
-        "22003", "22P02", "23505", "23502", "42P01", "42703", "57014", "XX000",
+        "22003", "22P02", "23505", "23502", "42P01", "42703", "XX000",
     ] {
         assert!(!r(code), "{code}");
     }

@@ -228,6 +228,15 @@ pub struct RunArgs {
     /// delivers it again (and, after maxReceiveCount, moves it to the dead-letter queue).
     #[arg(long, env = "NEXINGEST_FAILED_VISIBILITY", default_value_t = 0)]
     pub failed_visibility: u32,
+    /// Visibility (seconds) given to a message released after a transient failure (database
+    /// or S3 unavailable after `--max-attempts` tries): it doubles with each receive of the
+    /// message (jittered down to half), up to `--retry-visibility-max`, so an outage does not
+    /// use up the queue's maxReceiveCount in seconds.
+    #[arg(long, env = "NEXINGEST_RETRY_VISIBILITY", default_value_t = 30)]
+    pub retry_visibility: u32,
+    /// Largest release visibility (seconds) after transient failures.
+    #[arg(long, env = "NEXINGEST_RETRY_VISIBILITY_MAX", default_value_t = 900)]
+    pub retry_visibility_max: u32,
 }
 
 /// Tuning shared by `run` and `ingest`.

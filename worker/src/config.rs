@@ -314,6 +314,11 @@ pub struct RunConfig {
     pub max_attempts: usize,
     /// Visibility after a permanent failure.
     pub failed_visibility: Duration,
+    /// Release visibility after the first transient failure of a message; it doubles with
+    /// each receive (jittered), up to [`RunConfig::retry_visibility_max`].
+    pub retry_visibility: Duration,
+    /// Cap of the transient release visibility.
+    pub retry_visibility_max: Duration,
     /// This worker's name in the ledger (host/pid).
     pub worker_id: String,
 }
@@ -342,6 +347,15 @@ impl RunConfig {
         if r.failed_visibility > 43_200 {
             return Err(invalid("--failed-visibility", "0..=43200 seconds"));
         }
+        if !(1..=43_200).contains(&r.retry_visibility) {
+            return Err(invalid("--retry-visibility", "1..=43200 seconds"));
+        }
+        if !(r.retry_visibility..=43_200).contains(&r.retry_visibility_max) {
+            return Err(invalid(
+                "--retry-visibility-max",
+                "at least --retry-visibility and at most 43200 seconds",
+            ));
+        }
         Ok(RunConfig {
             db: DbConfig::from_args(g)?,
             aws: AwsConfig::from_args(&r.aws)?,
@@ -354,6 +368,8 @@ impl RunConfig {
             until_empty: r.until_empty,
             max_attempts: r.max_attempts,
             failed_visibility: Duration::from_secs(r.failed_visibility.into()),
+            retry_visibility: Duration::from_secs(r.retry_visibility.into()),
+            retry_visibility_max: Duration::from_secs(r.retry_visibility_max.into()),
             worker_id: worker_id(),
         })
     }

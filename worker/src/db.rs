@@ -15,11 +15,18 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "schema",
-    sql: include_str!("../migrations/0001_schema.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("../migrations/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "job_identity",
+        sql: include_str!("../migrations/0002_job_identity.sql"),
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i32 {

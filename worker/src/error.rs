@@ -123,34 +123,19 @@ impl JobError {
     }
 }
 
-/// Whether a SQLSTATE is worth retrying: connection (08), serialization failure / deadlock
-/// (40001, 40P01), insufficient resources (53), operator intervention (57P01–57P03), and
-/// lock timeouts (55P03).
+/// Whether a SQLSTATE is worth retrying: the one table, [`pgcopy::sqlstate_is_retryable`],
+/// shared with the loader (connection `08`, resources `53`, `40001`, `40P01`, `55P03`, `57014`,
+/// `57P01`–`57P03`).
 pub fn sqlstate_is_transient(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || matches!(
-            code,
-            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03" | "57014"
-        )
+    pgcopy::sqlstate_is_retryable(code)
 }
 
 impl From<tokio_postgres::Error> for JobError {
     fn from(e: tokio_postgres::Error) -> Self {
         let code = e.code().map(|c| c.code().to_owned());
-        // Without a SQLSTATE: a broken or closed connection or an I/O timeout is transient; a
-        // client-side error (parameter conversion, unexpected message) is not.
-        let transient = match &code {
-            Some(c) => sqlstate_is_transient(c),
-            None => {
-                e.is_closed()
-                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
-                    || {
-                        let t = e.to_string();
-                        t.contains("connection") || t.contains("timed out") || t.contains("timeout")
-                    }
-            }
-        };
+        // One classification for the worker and the loader (pgcopy): by SQLSTATE, else a
+        // closed connection or an I/O error (timeouts included) is transient.
+        let transient = pgcopy::pg_error_is_retryable(&e);
         let message = match e.as_db_error() {
             Some(db) => format!(
                 "{} ({}){}",
@@ -199,6 +184,8 @@ mod tests {
         assert!(sqlstate_is_transient("08006"));
         assert!(sqlstate_is_transient("40001"));
         assert!(sqlstate_is_transient("53100"));
+        assert!(sqlstate_is_transient("55P03"));
+        assert!(sqlstate_is_transient("57014"));
         assert!(!sqlstate_is_transient("22P02"));
         assert!(!sqlstate_is_transient("42P01"));
     }

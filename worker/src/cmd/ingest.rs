@@ -10,7 +10,8 @@ use crate::cli::IngestArgs;
 use crate::config::{DbConfig, PipelineConfig, worker_id};
 use crate::db;
 use crate::message::{JobSpec, LocationSource};
-use crate::pipeline::{self, Attempt, Event, Inputs, Observer, Pipeline, chrono_like};
+use crate::pipeline::state::Started;
+use crate::pipeline::{self, Attempt, Event, Inputs, Observer, Pipeline};
 
 struct Bar(ProgressBar);
 
@@ -65,20 +66,20 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         .prepare(&spec)
         .await
         .context("preparing the job (did you run `migrate`?)")?;
-    if prepared.already_done {
+    let plan = pl.plan(&spec, &prepared).await?;
+    let attempt = Attempt::default();
+    if pl.is_done(&spec, &prepared, &plan).await? {
+        pl.record_skip(&spec, &prepared, Some(&plan), &attempt)
+            .await?;
         println!(
-            "{}: already done (pass --update-existing to reload)",
-            spec.id()
+            "{}: this job ({} for {}) is already done (pass --update-existing to reload)",
+            spec.id(),
+            spec.variables.join(","),
+            spec.locations
         );
         return Ok(true);
     }
-    if !pl.mark_running(&spec, &prepared).await? {
-        println!(
-            "{}: already done (pass --update-existing to reload)",
-            spec.id()
-        );
-        return Ok(true);
-    }
+    let attempt_no = pl.begin_attempt(&prepared).await?;
     let bar = if a.no_progress {
         ProgressBar::hidden()
     } else {
@@ -89,22 +90,30 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
     let observer = Arc::new(Bar(bar.clone()));
     let attempt = Attempt {
         observer: Some(observer),
-        ..Attempt::default()
+        ..attempt
     };
-    let started = chrono_like::Started::now();
+    let started = Started::now();
     let t = Instant::now();
     let r = pl
-        .execute(&spec, &prepared, &Inputs::Local(files), &attempt)
+        .execute(&spec, &prepared, &plan, &Inputs::Local(files), &attempt)
         .await;
     bar.finish_and_clear();
     match r {
+        Ok(l) if l.superseded => {
+            pl.record_skip(&spec, &prepared, Some(&plan), &attempt)
+                .await?;
+            println!("{}: finished by another run meanwhile", spec.id());
+            Ok(true)
+        }
         Ok(l) => {
             let secs = t.elapsed().as_secs_f64();
             println!(
-                "{}: {} rows ({} replaced) in {:.2} s — decode {:.2} s, load {:.2} s, {:.0} rows/s; {} unmatched locations",
+                "{}: {} rows ({} new, {} updated, {} cells already loaded) in {:.2} s — decode {:.2} s, load {:.2} s, {:.0} rows/s; {} unmatched locations",
                 spec.id(),
                 l.rows,
-                l.rows_replaced,
+                l.rows_new,
+                l.rows_updated,
+                l.cells_skipped,
                 secs,
                 l.decode_ms as f64 / 1e3,
                 l.load_ms as f64 / 1e3,
@@ -115,8 +124,17 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         }
         Err(e) => {
             let permanent = !e.is_transient();
-            pl.record_failure(&prepared, &e, permanent, &attempt, started)
-                .await?;
+            pl.record_failure(
+                &spec,
+                &prepared,
+                Some(&plan),
+                &e,
+                permanent,
+                &attempt,
+                Some(attempt_no),
+                started,
+            )
+            .await?;
             eprintln!("{}: failed ({}): {e}", spec.id(), e.class());
             Ok(false)
         }

@@ -14,12 +14,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::types::{Message as SqsMessage, MessageSystemAttributeName};
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -28,7 +29,8 @@ use crate::aws::{self, error_chain};
 use crate::config::RunConfig;
 use crate::error::JobError;
 use crate::message::{self, JobSpec};
-use crate::pipeline::{self, Attempt, Inputs, Pipeline, Prepared, chrono_like};
+use crate::pipeline::state::Started;
+use crate::pipeline::{self, Attempt, CommitGate, Inputs, Pipeline, Prepared};
 use crate::{db, queue};
 
 /// What a run did.
@@ -269,11 +271,17 @@ async fn handle(ctx: Arc<Ctx>, m: SqsMessage, cancel: watch::Receiver<bool>) -> 
     let span =
         info_span!("job", message_id = %message_id, receive_count, job = tracing::field::Empty);
     async move {
-        let spec = match parse(&ctx, body).await {
+        let spec = (|| parse(&ctx, body))
+            .retry(backoff(ctx.cfg.max_attempts))
+            .sleep(tokio::time::sleep)
+            .when(JobError::is_transient)
+            .await;
+        let spec = match spec {
             Ok(s) => s,
             Err(e) if e.is_transient() => {
-                warn!(error = %e, "could not resolve the message; releasing");
-                set_visibility(&ctx, &receipt, Duration::ZERO).await;
+                let vis = release_visibility(&ctx.cfg, receive_count, &message_id);
+                warn!(error = %e, visibility_s = vis.as_secs(), "could not resolve the message; released for later");
+                set_visibility(&ctx, &receipt, vis).await;
                 return Outcome::Released;
             }
             Err(e) => {
@@ -309,6 +317,23 @@ fn backoff(max_attempts: usize) -> ExponentialBuilder {
         .with_max_times(max_attempts.saturating_sub(1))
 }
 
+/// The visibility a message gets when it is released after a transient failure: the base
+/// doubled per earlier receive, capped, then jittered down to between half and all of it
+/// (so the messages of one outage do not all come back at once).
+pub fn release_visibility(cfg: &RunConfig, receive_count: Option<i32>, seed: &str) -> Duration {
+    let n = receive_count.unwrap_or(1).clamp(1, 31) as u32;
+    let full = cfg
+        .retry_visibility
+        .saturating_mul(1u32 << (n - 1).min(20))
+        .min(cfg.retry_visibility_max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let h = pipeline::plan::fnv1a(seed.bytes().chain(nanos.to_le_bytes()));
+    let frac = (h % 1024) as f64 / 1023.0;
+    full.mul_f64(0.5 + 0.5 * frac).max(Duration::from_secs(1))
+}
+
 async fn process(
     ctx: &Arc<Ctx>,
     spec: &JobSpec,
@@ -317,12 +342,10 @@ async fn process(
     receive_count: Option<i32>,
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
-    let started = chrono_like::Started::now();
     let attempt = Attempt {
         message_id: Some(message_id.to_owned()),
         receive_count,
-        abort: Arc::new(AtomicBool::new(false)),
-        observer: None,
+        ..Attempt::default()
     };
 
     // Heartbeat for the whole handling, including waits for budget and retries.
@@ -330,10 +353,11 @@ async fn process(
     let heartbeat = tokio::spawn(heartbeat(
         Arc::clone(ctx),
         receipt.to_owned(),
-        Arc::clone(&attempt.abort),
+        Arc::clone(&attempt.gate),
         Arc::clone(&lost),
     ));
     let _stop_heartbeat = AbortOnDrop(heartbeat);
+    let release = || release_visibility(&ctx.cfg, receive_count, message_id);
 
     let prepared = (|| ctx.pipeline.prepare(spec))
         .retry(backoff(ctx.cfg.max_attempts))
@@ -343,8 +367,9 @@ async fn process(
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) if e.is_transient() => {
-            warn!(error = %e, "database unavailable; releasing");
-            set_visibility(ctx, receipt, Duration::ZERO).await;
+            let vis = release();
+            warn!(error = %e, visibility_s = vis.as_secs(), "database unavailable; released for later");
+            set_visibility(ctx, receipt, vis).await;
             return Outcome::Released;
         }
         Err(e) => {
@@ -353,68 +378,117 @@ async fn process(
             return Outcome::Rejected;
         }
     };
-    if prepared.already_done {
-        info!(
-            data_source = prepared.data_source_id,
-            "already done; dropping duplicate delivery"
-        );
-        if let Err(e) = ctx.pipeline.record_skip(&prepared, &attempt).await {
-            warn!(error = %e, "could not record the skip");
-        }
-        delete(ctx, receipt).await;
-        return Outcome::Skipped;
-    }
 
     let work = async {
+        // Plan (location source, identity) and drop a job that is done.
+        let plan = (|| ctx.pipeline.plan(spec, &prepared))
+            .retry(backoff(ctx.cfg.max_attempts))
+            .sleep(tokio::time::sleep)
+            .when(JobError::is_transient)
+            .await
+            .map_err(|e| (e, None, false))?;
+        if ctx
+            .pipeline
+            .is_done(spec, &prepared, &plan)
+            .await
+            .map_err(|e| (e, Some(plan.clone()), false))?
+        {
+            return Ok((None, plan));
+        }
         let need = (pipeline::estimate_bytes(spec) >> 20).clamp(1, ctx.budget_mb as u64) as u32;
         let _permit = ctx
             .budget
             .acquire_many(need)
             .await
-            .map_err(|_| JobError::Cancelled)?;
-        if !ctx.pipeline.mark_running(spec, &prepared).await? {
-            return Ok(pipeline::Loaded {
-                data_source_id: prepared.data_source_id,
-                superseded: true,
-                ..pipeline::Loaded::default()
-            });
-        }
+            .map_err(|_| (JobError::Cancelled, Some(plan.clone()), false))?;
         let bucket = pipeline::bucket_for(spec, &ctx.cfg.aws);
         let inputs = Inputs::S3 {
             client: ctx.s3.clone(),
             bucket,
         };
-        let job = (|| ctx.pipeline.execute(spec, &prepared, &inputs, &attempt))
-            .retry(backoff(ctx.cfg.max_attempts))
-            .sleep(tokio::time::sleep)
-            .when(|e: &JobError| e.is_transient() && !e.is_abort())
-            .notify(|e: &JobError, after: Duration| {
-                warn!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
-            });
-        tokio::time::timeout(ctx.cfg.pipeline.job_timeout, job)
+        // Attempts within this delivery: each is recorded on the ledger; a transient failure
+        // is tried again after a jittered backoff, reusing the files already downloaded.
+        let mut delays = backoff(ctx.cfg.max_attempts).build();
+        loop {
+            let started = Started::now();
+            let n = ctx
+                .pipeline
+                .begin_attempt(&prepared)
+                .await
+                .map_err(|e| (e, Some(plan.clone()), false))?;
+            let r = tokio::time::timeout(
+                ctx.cfg.pipeline.job_timeout,
+                ctx.pipeline
+                    .execute(spec, &prepared, &plan, &inputs, &attempt),
+            )
             .await
             .unwrap_or(Err(JobError::TimedOut(
                 ctx.cfg.pipeline.job_timeout.as_secs(),
-            )))
+            )));
+            match r {
+                Ok(l) => return Ok((Some(l), plan)),
+                Err(e) => {
+                    let retry = e.is_transient() && !e.is_abort();
+                    let delay = if retry { delays.next() } else { None };
+                    record(
+                        ctx,
+                        spec,
+                        &prepared,
+                        Some(&plan),
+                        &e,
+                        !e.is_transient(),
+                        &attempt,
+                        Some(n),
+                        started,
+                    )
+                    .await;
+                    match delay {
+                        Some(d) => {
+                            warn!(error = %e, attempt = n, retry_in_ms = d.as_millis() as u64, "transient failure; retrying");
+                            tokio::time::sleep(d).await;
+                        }
+                        None => return Err((e, Some(plan), true)),
+                    }
+                }
+            }
+        }
     };
     let result = tokio::select! {
         r = work => r,
-        _ = lost.notified() => Err(JobError::VisibilityLost("visibility extension failed".into())),
-        _ = cancelled(&mut cancel) => Err(JobError::Cancelled),
+        _ = lost.notified() => Err((JobError::VisibilityLost("visibility extension failed".into()), None, false)),
+        _ = cancelled(&mut cancel) => Err((JobError::Cancelled, None, false)),
     };
     drop(_stop_heartbeat);
 
     match result {
-        Ok(l) => {
-            if l.superseded {
-                info!("finished by another delivery; dropping this one");
-                delete(ctx, receipt).await;
-                return Outcome::Skipped;
+        Ok((None, plan))
+        | Ok((
+            Some(pipeline::Loaded {
+                superseded: true, ..
+            }),
+            plan,
+        )) => {
+            if let Err(e) = ctx
+                .pipeline
+                .record_skip(spec, &prepared, Some(&plan), &attempt)
+                .await
+            {
+                warn!(error = %e, "could not record the skip");
             }
+            info!(
+                data_source = prepared.data_source_id,
+                "job already done; dropping this delivery"
+            );
+            delete(ctx, receipt).await;
+            Outcome::Skipped
+        }
+        Ok((Some(l), _)) => {
             info!(
                 data_source = l.data_source_id,
                 rows = l.rows,
-                replaced = l.rows_replaced,
+                new = l.rows_new,
+                updated = l.rows_updated,
+                skipped_cells = l.cells_skipped,
                 bytes = l.bytes,
                 download_ms = l.download_ms,
                 decode_ms = l.decode_ms,
@@ -425,40 +499,57 @@ async fn process(
             delete(ctx, receipt).await;
             Outcome::Done
         }
-        Err(e) if e.is_abort() => {
-            // Release first: another worker may take the job at once.
-            warn!(reason = %e, "rolled back; releasing the message");
-            set_visibility(ctx, receipt, Duration::ZERO).await;
-            record(ctx, &prepared, &e, false, &attempt, started).await;
-            Outcome::Released
-        }
-        Err(e) if e.is_transient() => {
-            warn!(error = %e, "transient failure persisted; releasing for a later delivery");
-            record(ctx, &prepared, &e, false, &attempt, started).await;
-            set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
-            Outcome::Released
-        }
-        Err(e) => {
-            error!(error = %e, "job failed permanently; left for the dead-letter queue");
-            record(ctx, &prepared, &e, true, &attempt, started).await;
-            set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
-            Outcome::Failed
+        // An attempt's own failure is on the ledger already; anything else is recorded now.
+        Err((e, plan, recorded)) => {
+            if !recorded {
+                record(
+                    ctx,
+                    spec,
+                    &prepared,
+                    plan.as_ref(),
+                    &e,
+                    !e.is_transient(),
+                    &attempt,
+                    None,
+                    Started::now(),
+                )
+                .await;
+            }
+            if e.is_abort() {
+                // Release first: another worker may take the job at once.
+                warn!(reason = %e, "rolled back; releasing the message");
+                set_visibility(ctx, receipt, Duration::ZERO).await;
+                Outcome::Released
+            } else if e.is_transient() {
+                let vis = release();
+                warn!(error = %e, visibility_s = vis.as_secs(), "transient failure persisted; released for a later delivery");
+                set_visibility(ctx, receipt, vis).await;
+                Outcome::Released
+            } else {
+                error!(error = %e, "job failed permanently; left for the dead-letter queue");
+                set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
+                Outcome::Failed
+            }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn record(
     ctx: &Ctx,
+    spec: &JobSpec,
     p: &Prepared,
+    plan: Option<&pipeline::JobPlan>,
     e: &JobError,
     permanent: bool,
     attempt: &Attempt,
-    started: chrono_like::Started,
+    attempt_no: Option<i32>,
+    started: Started,
 ) {
     let r = tokio::time::timeout(
-        Duration::from_secs(3),
+        Duration::from_secs(5),
         ctx.pipeline
-            .record_failure(p, e, permanent, attempt, started),
+            .record_failure(spec, p, plan, e, permanent, attempt, attempt_no, started),
     )
     .await;
     match r {
@@ -484,39 +575,94 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Extends the message's visibility every third of the timeout; on failure flags the job
-/// (it must not commit) and wakes it.
-async fn heartbeat(ctx: Arc<Ctx>, receipt: String, abort: Arc<AtomicBool>, lost: Arc<Notify>) {
+/// Extends the message's visibility every third of the timeout. A failed extension is
+/// retried with backoff while the current visibility lasts; once the receipt handle is known
+/// to be gone (or the visibility ran out) the job's [`CommitGate`] is closed and the job
+/// woken, unless its commit has already begun.
+async fn heartbeat(ctx: Arc<Ctx>, receipt: String, gate: Arc<CommitGate>, lost: Arc<Notify>) {
     let vis = ctx.cfg.visibility_timeout;
     let every = (vis / 3).max(Duration::from_millis(500));
+    // Stop trying this long before the visibility runs out.
+    let margin = (vis / 10).min(Duration::from_secs(5));
+    let mut valid_until = tokio::time::Instant::now() + vis;
+    let give_up = |why: &str| {
+        if gate.lose() {
+            error!(
+                reason = why,
+                "message lost; aborting the job (it will roll back)"
+            );
+            lost.notify_one();
+        } else {
+            warn!(
+                reason = why,
+                "message lost while committing; a redelivery will find the job done"
+            );
+        }
+    };
     loop {
         tokio::time::sleep(every).await;
-        let r = tokio::time::timeout(
-            every,
-            ctx.sqs
-                .change_message_visibility()
-                .queue_url(&ctx.url)
-                .receipt_handle(&receipt)
-                .visibility_timeout(vis.as_secs() as i32)
-                .send(),
-        )
-        .await;
-        match r {
-            Ok(Ok(_)) => tracing::debug!(visibility_s = vis.as_secs(), "visibility extended"),
-            Ok(Err(e)) => {
-                error!(error = %error_chain(&e), "visibility extension failed; aborting the job");
-                abort.store(true, Ordering::SeqCst);
-                lost.notify_one();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let left = valid_until.saturating_duration_since(tokio::time::Instant::now());
+            if left <= margin {
+                give_up("visibility ran out before an extension succeeded");
                 return;
             }
-            Err(_) => {
-                error!("visibility extension timed out; aborting the job");
-                abort.store(true, Ordering::SeqCst);
-                lost.notify_one();
-                return;
+            let r = tokio::time::timeout(
+                (left - margin).min(Duration::from_secs(10)),
+                ctx.sqs
+                    .change_message_visibility()
+                    .queue_url(&ctx.url)
+                    .receipt_handle(&receipt)
+                    .visibility_timeout(vis.as_secs() as i32)
+                    .send(),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => {
+                    valid_until = tokio::time::Instant::now() + vis;
+                    tracing::debug!(visibility_s = vis.as_secs(), "visibility extended");
+                    break;
+                }
+                Ok(Err(e)) if receipt_gone(&e) => {
+                    error!(error = %error_chain(&e), "visibility extension refused");
+                    give_up("receipt handle no longer valid");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "visibility extension failed; retrying");
+                }
+                Err(_) => {
+                    warn!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "visibility extension timed out; retrying"
+                    );
+                }
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(every / 2);
         }
     }
+}
+
+/// Whether SQS says the receipt handle (or the queue) is gone for good.
+fn receipt_gone<R>(e: &aws_sdk_sqs::error::SdkError<ChangeMessageVisibilityError, R>) -> bool {
+    let Some(se) = e.as_service_error() else {
+        return false;
+    };
+    se.is_receipt_handle_is_invalid()
+        || se.is_message_not_inflight()
+        || se.is_queue_does_not_exist()
+        || matches!(
+            se.code(),
+            Some(
+                "ReceiptHandleIsInvalid"
+                    | "InvalidParameterValue"
+                    | "AWS.SimpleQueueService.NonExistentQueue"
+                    | "QueueDoesNotExist"
+                    | "MessageNotInflight"
+            )
+        )
 }
 
 async fn delete(ctx: &Ctx, receipt: &str) {
@@ -551,5 +697,47 @@ async fn set_visibility(ctx: &Ctx, receipt: &str, vis: Duration) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %error_chain(&e), "could not change the message's visibility"),
         Err(_) => warn!("changing the message's visibility timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_visibility_grows_with_receives_and_is_capped() {
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "nexingest",
+            "--database-url",
+            "postgres://u@h/d",
+            "run",
+            "--queue-name",
+            "q",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(r) = &cli.command else {
+            unreachable!()
+        };
+        let cfg = RunConfig::from_args(&cli.global, r).unwrap();
+        assert_eq!(cfg.retry_visibility, Duration::from_secs(30));
+        for (n, full) in [
+            (1, 30),
+            (2, 60),
+            (3, 120),
+            (4, 240),
+            (5, 480),
+            (6, 900),
+            (30, 900),
+        ] {
+            for seed in ["a", "b", "c", "d"] {
+                let v = release_visibility(&cfg, Some(n), seed);
+                assert!(
+                    v <= Duration::from_secs(full) && v >= Duration::from_secs(full) / 2,
+                    "receive {n}: {v:?} not in [{}/2, {full}] s",
+                    full
+                );
+            }
+        }
+        assert!(release_visibility(&cfg, None, "x") <= Duration::from_secs(30));
     }
 }

@@ -175,6 +175,8 @@ impl World {
             until_empty: true,
             max_attempts: 2,
             failed_visibility: Duration::ZERO,
+            retry_visibility: Duration::from_secs(30),
+            retry_visibility_max: Duration::from_secs(900),
             worker_id: "test".into(),
         }
     }

@@ -1,0 +1,344 @@
+//! The job pipeline, one module per stage of a job, in the order a job runs them:
+//!
+//! 1. [`state`]: find or create the job's `data_source` (race-free), the state machine, the
+//!    ledger (one entry per attempt), the identity check that drops a job that is done;
+//! 2. [`plan`]: the message's location source resolved into what to load (all data cells,
+//!    points, polygons) and the job's identity key;
+//! 3. [`fetch`]: each variable's file, from S3 or a local path, kept for in-process retries;
+//! 4. [`decode`]: nexdecode on blocking threads (rayon inside), variable *i + 1* downloading
+//!    while variable *i* decodes; the union of the variables' cells;
+//! 5. [`cells`]: `map_cell` ids (cached per process);
+//! 6. [`load`]: one transaction: which of the job's cells are new, lack a variable or are
+//!    complete; COPY (append, fill or replace only the job's cells and variables), the
+//!    locations, the `data_source` state and the ledger entry; commit only while the message
+//!    is still ours.
+//!
+//! [`Pipeline::execute`] runs stages 3–6 for a planned job; a failed attempt leaves the
+//! database as it was (apart from its own ledger entry).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use deadpool_postgres::Pool;
+
+use crate::catalog::Dataset;
+use crate::config::{PipelineConfig, Schema};
+use crate::error::JobError;
+use crate::message::{JobSpec, LocationSource};
+
+pub mod cells;
+pub mod decode;
+pub mod fetch;
+pub mod load;
+pub mod plan;
+pub mod state;
+
+pub use fetch::FetchCache;
+pub use plan::{CellPlan, JobPlan};
+pub use state::{JobState, Prepared};
+
+/// Where a job's files come from.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// S3: the dataset's key templates in `bucket`.
+    S3 {
+        /// Client.
+        client: aws_sdk_s3::Client,
+        /// Bucket.
+        bucket: String,
+    },
+    /// Local files, one per variable.
+    Local(BTreeMap<String, PathBuf>),
+}
+
+/// Progress events (for `ingest`'s bars; the consumer logs instead).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A variable's file is being fetched.
+    Fetching(&'static str),
+    /// A variable's file is local now.
+    Fetched(&'static str, u64),
+    /// A variable is being decoded.
+    Decoding(&'static str),
+    /// A variable was decoded into this many cells.
+    Decoded(&'static str, usize),
+    /// COPY starts for this many rows.
+    Loading(u64),
+    /// Rows encoded so far.
+    Rows(u64),
+    /// Committed.
+    Committed(u64),
+}
+
+/// Receives [`Event`]s.
+pub trait Observer: Send + Sync {
+    /// One event.
+    fn event(&self, e: Event);
+}
+
+/// Decides, once, between committing an attempt and abandoning it because its message is
+/// lost (the heartbeat could not extend its visibility, so another worker may have it).
+///
+/// The commit itself is guarded: [`CommitGate::begin_commit`] and [`CommitGate::lose`] race
+/// on one atomic, so either the heartbeat learns the message is lost first and the attempt
+/// rolls back, or the commit was already under way (and a later delivery finds the job done
+/// and drops itself).
+#[derive(Debug, Default)]
+pub struct CommitGate(AtomicU8);
+
+const GATE_OPEN: u8 = 0;
+const GATE_LOST: u8 = 1;
+const GATE_COMMITTING: u8 = 2;
+
+impl CommitGate {
+    /// Marks the message lost. Returns false when a commit had already begun.
+    pub fn lose(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(GATE_OPEN, GATE_LOST, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(v) => v == GATE_LOST,
+        }
+    }
+
+    /// Whether the message is known lost.
+    pub fn is_lost(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == GATE_LOST
+    }
+
+    /// Claims the right to commit. Returns false when the message is known lost.
+    pub fn begin_commit(&self) -> bool {
+        match self.0.compare_exchange(
+            GATE_OPEN,
+            GATE_COMMITTING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(v) => v == GATE_COMMITTING,
+        }
+    }
+
+    /// Re-opens the gate after an attempt that did not commit (a retry may commit).
+    pub fn reopen(&self) {
+        let _ = self.0.compare_exchange(
+            GATE_COMMITTING,
+            GATE_OPEN,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+}
+
+/// One delivery's context, shared by its attempts.
+#[derive(Clone, Default)]
+pub struct Attempt {
+    /// SQS message id (ledger).
+    pub message_id: Option<String>,
+    /// SQS receive count (ledger).
+    pub receive_count: Option<i32>,
+    /// Whether the attempt may still commit.
+    pub gate: Arc<CommitGate>,
+    /// Files fetched so far, reused by later attempts of the same delivery.
+    pub files: Arc<FetchCache>,
+    /// Progress receiver.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl Attempt {
+    fn emit(&self, e: Event) {
+        if let Some(o) = &self.observer {
+            o.event(e);
+        }
+    }
+}
+
+/// What a successful attempt did.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// `data_source.id`.
+    pub data_source_id: i64,
+    /// Rows written (new cells appended, plus existing rows filled or replaced).
+    pub rows: u64,
+    /// New rows appended.
+    pub rows_new: u64,
+    /// Existing rows of the job's cells whose columns were filled in or replaced.
+    pub rows_updated: u64,
+    /// Cells of the job that already held all its variables (left untouched).
+    pub cells_skipped: u64,
+    /// Bytes fetched from S3 (0 for local files and files reused from an earlier attempt).
+    pub bytes: u64,
+    /// Wall time in downloads (overlapping decode).
+    pub download_ms: u64,
+    /// Wall time in decode.
+    pub decode_ms: u64,
+    /// Wall time of the load transaction.
+    pub load_ms: u64,
+    /// Locations without a data cell (recorded with a NULL cell, never dropped).
+    pub unmatched: usize,
+    /// True when another delivery finished the same job while this one worked (nothing
+    /// written).
+    pub superseded: bool,
+}
+
+/// The pipeline: pool, schema, settings, optional S3, and a `map_cell` id cache.
+pub struct Pipeline {
+    pool: Pool,
+    schema: Schema,
+    cfg: PipelineConfig,
+    s3: Option<aws_sdk_s3::Client>,
+    worker_id: String,
+    cells: cells::CellCache,
+}
+
+/// Bytes of decoded grid a job needs at most (all variables held at once).
+pub fn estimate_bytes(spec: &JobSpec) -> u64 {
+    let per_var = match spec.locations {
+        LocationSource::All | LocationSource::Boundary(_) => spec.dataset.grid_cells() * 366 * 4,
+        _ => 64 << 20,
+    };
+    per_var * spec.variables.len() as u64
+}
+
+impl Pipeline {
+    /// A pipeline over a pool whose sessions use `schema`.
+    pub fn new(
+        pool: Pool,
+        schema: Schema,
+        cfg: PipelineConfig,
+        s3: Option<aws_sdk_s3::Client>,
+        worker_id: String,
+    ) -> Self {
+        Pipeline {
+            pool,
+            schema,
+            cfg,
+            s3,
+            worker_id,
+            cells: cells::CellCache::default(),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Runs one attempt of a planned job: fetch, decode, cells, load and commit.
+    ///
+    /// # Errors
+    /// Any [`JobError`]; nothing of the attempt is committed then.
+    pub async fn execute(
+        &self,
+        spec: &JobSpec,
+        p: &Prepared,
+        plan: &JobPlan,
+        inputs: &Inputs,
+        attempt: &Attempt,
+    ) -> Result<Loaded, JobError> {
+        let started = state::Started::now();
+        let decoded = match &plan.cells {
+            // Every location of a `cities` job already has its rows: nothing to read.
+            CellPlan::Points(pts) if pts.coords.is_empty() => decode::Decoded::empty(),
+            _ => {
+                self.fetch_and_decode(spec, plan, inputs, attempt, p.ids.dataset)
+                    .await?
+            }
+        };
+        if attempt.gate.is_lost() {
+            return Err(JobError::VisibilityLost(
+                "visibility could not be extended; stopped before loading".into(),
+            ));
+        }
+        let r = self.load(spec, p, plan, decoded, attempt, started).await;
+        if r.is_err() {
+            attempt.gate.reopen();
+        }
+        r
+    }
+}
+
+/// The bucket of a job: its allowed override, else the dataset's configured bucket.
+pub fn bucket_for(spec: &JobSpec, aws: &crate::config::AwsConfig) -> String {
+    spec.bucket
+        .clone()
+        .unwrap_or_else(|| aws.bucket(spec.dataset).to_owned())
+}
+
+/// Finds a job's local files among paths (files or directories): by the dataset's file name
+/// for the job, or a file named `{var}.nc`.
+///
+/// # Errors
+/// `Input` when a variable has no file.
+pub fn local_inputs(
+    spec: &JobSpec,
+    paths: &[PathBuf],
+) -> Result<BTreeMap<String, PathBuf>, JobError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(d) = stack.pop() {
+                let rd = std::fs::read_dir(&d)
+                    .map_err(|e| JobError::Input(format!("{}: {e}", d.display())))?;
+                for entry in rd.flatten() {
+                    let ep = entry.path();
+                    if ep.is_dir() {
+                        stack.push(ep);
+                    } else {
+                        files.push(ep);
+                    }
+                }
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(JobError::Input(format!(
+                "{}: no such file or directory",
+                p.display()
+            )));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for &var in &spec.variables {
+        let want = spec.dataset.key(spec.scenario, spec.model, spec.year, var);
+        let want_name = want.rsplit('/').next().unwrap_or(&want).to_owned();
+        let dir_key = |f: &PathBuf| {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let key = format!(
+                "{}{name}",
+                spec.dataset
+                    .key_dir(spec.scenario, spec.model, var)
+                    .unwrap_or_default()
+            );
+            spec.dataset
+                .key_matches(&key, spec.scenario, spec.model, spec.year, var)
+        };
+        let found =
+            files
+                .iter()
+                .filter(|f| f.file_name().and_then(|n| n.to_str()) == Some(want_name.as_str()))
+                .chain(
+                    files
+                        .iter()
+                        .filter(|f| spec.dataset == Dataset::NexGddpCmip6 && dir_key(f).is_some()),
+                )
+                .chain(files.iter().filter(|f| {
+                    f.file_name().and_then(|n| n.to_str()) == Some(&format!("{var}.nc"))
+                }))
+                .next()
+                .ok_or_else(|| {
+                    JobError::Input(format!("no input file for {var} (expected {want_name})"))
+                })?;
+        out.insert(var.to_owned(), found.clone());
+    }
+    Ok(out)
+}
