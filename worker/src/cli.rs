@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::AwsTimeouts;
+
 /// nexingest: load NEX-GDDP, LOCA and NEX-GDDP-CMIP6 daily grids into PostgreSQL.
 ///
 /// Jobs are (dataset, scenario, model, year). `enqueue` publishes them to SQS, `run` consumes
@@ -94,6 +96,44 @@ pub struct AwsArgs {
     /// comma-separated. The three data buckets above are always allowed.
     #[arg(long, env = "NEXINGEST_ALLOWED_BUCKETS", value_delimiter = ',')]
     pub allowed_buckets: Vec<String>,
+
+    /// Seconds to wait for a connection (TCP and TLS) to S3 or SQS before the attempt fails
+    /// and is retried.
+    #[arg(
+        long,
+        env = "NEXINGEST_AWS_CONNECT_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = AwsTimeouts::DEFAULT_CONNECT_SECS
+    )]
+    pub aws_connect_timeout: u64,
+
+    /// Seconds to wait for the first byte of an S3 or SQS response, and, while an S3 file is
+    /// downloading, for its next bytes (a stalled part fails as transient and the job is
+    /// retried). For `run` it must be at least `--wait-time` + 5 s: an SQS long poll sends
+    /// nothing until a message arrives or the wait ends.
+    #[arg(
+        long,
+        env = "NEXINGEST_AWS_READ_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = AwsTimeouts::DEFAULT_READ_SECS
+    )]
+    pub aws_read_timeout: u64,
+
+    /// Seconds one S3 or SQS call may take in all, retries included. A ranged GET of a
+    /// download gets this for its request plus 1 s per 32 KiB of the part for its body.
+    #[arg(
+        long,
+        env = "NEXINGEST_AWS_OPERATION_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = AwsTimeouts::DEFAULT_OPERATION_SECS
+    )]
+    pub aws_operation_timeout: u64,
+
+    /// Seconds a single attempt of an S3 or SQS call may take before the SDK retries it
+    /// (at most `--aws-operation-timeout`). Unset: attempts are bounded only by the timeouts
+    /// above.
+    #[arg(long, env = "NEXINGEST_AWS_ATTEMPT_TIMEOUT", value_name = "SECS")]
+    pub aws_attempt_timeout: Option<u64>,
 }
 
 /// Which queue to use.

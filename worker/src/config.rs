@@ -127,6 +127,134 @@ impl DbConfig {
     }
 }
 
+/// Limits on every AWS call (S3 and SQS), applied by [`crate::aws::clients`] through the SDK's
+/// timeout configuration, and by [`crate::s3`] to download bodies (which the SDK's own timeouts
+/// do not cover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// Establishing a connection (TCP and TLS): `--aws-connect-timeout`.
+    pub connect: Duration,
+    /// Waiting for the first byte of a response after sending a request, and for the next bytes
+    /// of a response body while reading it: `--aws-read-timeout`. Must exceed the SQS long-poll
+    /// wait, during which the server sends nothing.
+    pub read: Duration,
+    /// One call in all, retries included (the headers of a streamed S3 download; its body gets
+    /// [`AwsTimeouts::transfer_deadline`]): `--aws-operation-timeout`.
+    pub operation: Duration,
+    /// One attempt of a call, after which the SDK retries it; `None`: attempts are bounded by
+    /// the other timeouts only. `--aws-attempt-timeout`.
+    pub attempt: Option<Duration>,
+}
+
+impl AwsTimeouts {
+    /// Default `--aws-connect-timeout`, seconds.
+    pub const DEFAULT_CONNECT_SECS: u64 = 5;
+    /// Default `--aws-read-timeout`, seconds (above the 20 s SQS long poll).
+    pub const DEFAULT_READ_SECS: u64 = 60;
+    /// Default `--aws-operation-timeout`, seconds.
+    pub const DEFAULT_OPERATION_SECS: u64 = 120;
+    /// The slowest transfer rate (bytes/s) a download body may have before it is abandoned as
+    /// stuck: see [`AwsTimeouts::transfer_deadline`].
+    pub const MIN_TRANSFER_RATE: u64 = 32 * 1024;
+    /// Upper limit of every timeout flag, seconds (a day).
+    pub const MAX_SECS: u64 = 86_400;
+    /// How much longer than the long-poll wait the read timeout must be.
+    pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(5);
+
+    /// From flags.
+    ///
+    /// # Errors
+    /// When a timeout is zero or above a day, or the attempt timeout exceeds the operation
+    /// timeout.
+    pub fn from_args(a: &cli::AwsArgs) -> Result<Self, ConfigError> {
+        let secs = |name: &'static str, v: u64| {
+            if !(1..=Self::MAX_SECS).contains(&v) {
+                Err(invalid(
+                    name,
+                    format!("{v}: use 1..={} seconds", Self::MAX_SECS),
+                ))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        let t = AwsTimeouts {
+            connect: secs("--aws-connect-timeout", a.aws_connect_timeout)?,
+            read: secs("--aws-read-timeout", a.aws_read_timeout)?,
+            operation: secs("--aws-operation-timeout", a.aws_operation_timeout)?,
+            attempt: a
+                .aws_attempt_timeout
+                .map(|v| secs("--aws-attempt-timeout", v))
+                .transpose()?,
+        };
+        if let Some(at) = t.attempt
+            && at > t.operation
+        {
+            return Err(invalid(
+                "--aws-attempt-timeout",
+                format!(
+                    "{} s is longer than --aws-operation-timeout ({} s), which bounds all attempts \
+                     together",
+                    at.as_secs(),
+                    t.operation.as_secs()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Checks the timeouts against an SQS long-poll wait: the server answers a receive only
+    /// when a message arrives or the wait ends, so every timeout covering the wait for the
+    /// response must be longer.
+    ///
+    /// # Errors
+    /// Naming the flag that is too short.
+    pub fn check_long_poll(&self, wait: Duration) -> Result<(), ConfigError> {
+        let need = wait + Self::LONG_POLL_MARGIN;
+        let too_short = |name: &'static str, d: Duration| {
+            if d < need {
+                Err(invalid(
+                    name,
+                    format!(
+                        "{} s is too short for --wait-time {} s: an SQS long poll sends nothing \
+                         until a message arrives or the wait ends, so it must be at least {} s \
+                         (wait time + {} s)",
+                        d.as_secs(),
+                        wait.as_secs(),
+                        need.as_secs(),
+                        Self::LONG_POLL_MARGIN.as_secs()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        too_short("--aws-read-timeout", self.read)?;
+        too_short("--aws-operation-timeout", self.operation)?;
+        if let Some(a) = self.attempt {
+            too_short("--aws-attempt-timeout", a)?;
+        }
+        Ok(())
+    }
+
+    /// How long downloading `bytes` of a body may take in all: the operation timeout (for the
+    /// request) plus one second per [`AwsTimeouts::MIN_TRANSFER_RATE`] bytes. A body that
+    /// stops altogether fails sooner, after the read timeout.
+    pub fn transfer_deadline(&self, bytes: u64) -> Duration {
+        self.operation + Duration::from_secs(bytes.div_ceil(Self::MIN_TRANSFER_RATE))
+    }
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            connect: Duration::from_secs(Self::DEFAULT_CONNECT_SECS),
+            read: Duration::from_secs(Self::DEFAULT_READ_SECS),
+            operation: Duration::from_secs(Self::DEFAULT_OPERATION_SECS),
+            attempt: None,
+        }
+    }
+}
+
 /// AWS endpoint, data buckets and the bucket allow-list.
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
@@ -140,6 +268,8 @@ pub struct AwsConfig {
     pub cmip6_bucket: String,
     /// Every bucket a message may name (data buckets included).
     pub allowed_buckets: BTreeSet<String>,
+    /// Timeouts of every S3 and SQS call.
+    pub timeouts: AwsTimeouts,
 }
 
 /// Whether a string is a plausible S3 bucket name (3–63 of `[a-z0-9.-]`).
@@ -154,7 +284,7 @@ impl AwsConfig {
     /// From flags.
     ///
     /// # Errors
-    /// On an invalid endpoint URL or bucket name.
+    /// On an invalid endpoint URL, bucket name or timeout.
     pub fn from_args(a: &cli::AwsArgs) -> Result<Self, ConfigError> {
         let endpoint_url = a
             .aws_endpoint_url
@@ -189,6 +319,7 @@ impl AwsConfig {
             loca_bucket: a.loca_bucket.clone(),
             cmip6_bucket: a.cmip6_bucket.clone(),
             allowed_buckets: allowed,
+            timeouts: AwsTimeouts::from_args(a)?,
         })
     }
 
@@ -356,14 +487,17 @@ impl RunConfig {
                 "at least --retry-visibility and at most 43200 seconds",
             ));
         }
+        let wait_time = Duration::from_secs(r.wait_time.into());
+        let aws = AwsConfig::from_args(&r.aws)?;
+        aws.timeouts.check_long_poll(wait_time)?;
         Ok(RunConfig {
             db: DbConfig::from_args(g)?,
-            aws: AwsConfig::from_args(&r.aws)?,
+            aws,
             queue: QueueRef::from_args(&r.queue)?,
             pipeline: PipelineConfig::from_args(&r.pipeline)?,
             jobs: r.jobs,
             visibility_timeout: Duration::from_secs(r.visibility_timeout.into()),
-            wait_time: Duration::from_secs(r.wait_time.into()),
+            wait_time,
             drain_timeout: Duration::from_secs(r.drain_timeout),
             until_empty: r.until_empty,
             max_attempts: r.max_attempts,
@@ -401,6 +535,104 @@ mod tests {
         assert_eq!(
             Schema::new("x").unwrap().table("map_cell"),
             "\"x\".\"map_cell\""
+        );
+    }
+
+    fn run_config(extra: &[&str]) -> Result<RunConfig, ConfigError> {
+        use clap::Parser;
+        let mut argv = vec![
+            "nexingest",
+            "--database-url",
+            "postgres://u@h/db",
+            "run",
+            "--queue-name",
+            "q",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = cli::Cli::try_parse_from(argv).expect("flags parse");
+        let cli::Command::Run(r) = &cli.command else {
+            unreachable!()
+        };
+        RunConfig::from_args(&cli.global, r)
+    }
+
+    fn rejected(extra: &[&str]) -> String {
+        match run_config(extra) {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("{extra:?} accepted: {:?}", c.aws.timeouts),
+        }
+    }
+
+    #[test]
+    fn aws_timeouts_default_and_flags() {
+        let t = run_config(&[]).unwrap().aws.timeouts;
+        assert_eq!(t, AwsTimeouts::default());
+        assert_eq!(t.connect, Duration::from_secs(5));
+        assert_eq!(t.read, Duration::from_secs(60));
+        assert_eq!(t.operation, Duration::from_secs(120));
+        assert_eq!(t.attempt, None);
+        let t = run_config(&[
+            "--aws-connect-timeout",
+            "2",
+            "--aws-read-timeout",
+            "30",
+            "--aws-operation-timeout",
+            "300",
+            "--aws-attempt-timeout",
+            "100",
+        ])
+        .unwrap()
+        .aws
+        .timeouts;
+        assert_eq!(
+            t,
+            AwsTimeouts {
+                connect: Duration::from_secs(2),
+                read: Duration::from_secs(30),
+                operation: Duration::from_secs(300),
+                attempt: Some(Duration::from_secs(100)),
+            }
+        );
+        // A shorter long poll allows a shorter read timeout.
+        let t = run_config(&["--wait-time", "1", "--aws-read-timeout", "6"]).unwrap();
+        assert_eq!(t.aws.timeouts.read, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn aws_timeouts_are_validated_naming_the_flag() {
+        for flag in [
+            "--aws-connect-timeout",
+            "--aws-read-timeout",
+            "--aws-operation-timeout",
+            "--aws-attempt-timeout",
+        ] {
+            let e = rejected(&[flag, "0"]);
+            assert!(e.contains(flag) && e.contains("1..=86400"), "{e}");
+        }
+        let e = rejected(&["--aws-read-timeout", "20"]);
+        assert!(
+            e.contains("--aws-read-timeout") && e.contains("--wait-time 20") && e.contains("25"),
+            "{e}"
+        );
+        let e = rejected(&["--wait-time", "10", "--aws-operation-timeout", "12"]);
+        assert!(e.contains("--aws-operation-timeout"), "{e}");
+        let e = rejected(&["--aws-attempt-timeout", "10"]);
+        assert!(e.contains("--aws-attempt-timeout"), "{e}");
+        let e = rejected(&["--aws-attempt-timeout", "200"]);
+        assert!(
+            e.contains("--aws-attempt-timeout") && e.contains("--aws-operation-timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn transfer_deadline_scales_with_the_part() {
+        let t = AwsTimeouts::default();
+        assert_eq!(t.transfer_deadline(0), Duration::from_secs(120));
+        assert_eq!(t.transfer_deadline(1), Duration::from_secs(121));
+        assert_eq!(
+            t.transfer_deadline(16 << 20),
+            Duration::from_secs(120 + 512)
         );
     }
 

@@ -9,7 +9,8 @@
 //! use worker::message::{parse, Message};
 //! # let aws = worker::config::AwsConfig {
 //! #     endpoint_url: None, nex_gddp_bucket: "nasanex".into(), loca_bucket: "nasanex".into(),
-//! #     cmip6_bucket: "nex-gddp-cmip6".into(), allowed_buckets: ["nasanex".to_string()].into() };
+//! #     cmip6_bucket: "nex-gddp-cmip6".into(), allowed_buckets: ["nasanex".to_string()].into(),
+//! #     timeouts: Default::default() };
 //! let m = parse(r#"{"dataset":"NEX-GDDP","scenario":"rcp85","model":"CCSM4","year":2050}"#, &aws).unwrap();
 //! let Message::Native(job) = m else { unreachable!() };
 //! assert_eq!(job.id(), "NEX-GDDP/rcp85/CCSM4/2050");

@@ -536,6 +536,7 @@ mod tests {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            timeouts: Default::default(),
         }
     }
 

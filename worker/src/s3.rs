@@ -1,4 +1,9 @@
 //! S3 input: resolving a job's keys, parallel ranged downloads to a temp dir, small objects.
+//!
+//! Every call is bounded by the client's timeouts ([`crate::aws::clients`]); a download body,
+//! which the SDK's call timeouts do not cover, is bounded here too: each ranged GET (request
+//! and body) by [`AwsTimeouts::transfer_deadline`] of its size, and each wait for the next
+//! bytes by the read timeout. Timeouts are transient errors naming the timeout and its flag.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -7,11 +12,14 @@ use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tracing::debug;
 
-use crate::aws::error_chain;
+use crate::aws::{TimeoutKind, error_chain, s3_timeouts, secs};
 use crate::catalog::Dataset;
+use crate::config::AwsTimeouts;
 use crate::error::JobError;
 
 /// Sorts an SDK error into not-found / transient / permanent.
@@ -37,6 +45,25 @@ where
             key: key.into(),
         };
     }
+    let chain = error_chain(&e);
+    let timeout = match &e {
+        SdkError::TimeoutError(_) => {
+            Some(TimeoutKind::of_error_chain(&chain).unwrap_or(TimeoutKind::Operation))
+        }
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            Some(TimeoutKind::of_error_chain(&chain).unwrap_or(TimeoutKind::Read))
+        }
+        SdkError::ServiceError(_) => None,
+        _ => TimeoutKind::of_error_chain(&chain),
+    };
+    if let Some(kind) = timeout {
+        return JobError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: kind.message(&chain),
+            transient: true,
+        };
+    }
     let transient = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
@@ -59,9 +86,66 @@ where
     JobError::S3 {
         bucket: bucket.into(),
         key: key.into(),
-        message: error_chain(&e),
+        message: chain,
         transient,
     }
+}
+
+/// The next chunk of a body, waiting at most the read timeout for it.
+async fn next_chunk(
+    body: &mut ByteStream,
+    t: &AwsTimeouts,
+    bucket: &str,
+    key: &str,
+    what: &str,
+) -> Result<Option<Bytes>, JobError> {
+    match tokio::time::timeout(t.read, body.try_next()).await {
+        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Err(e)) => {
+            let chain = error_chain(&e);
+            Err(JobError::S3 {
+                bucket: bucket.into(),
+                key: key.into(),
+                message: match TimeoutKind::of_error_chain(&chain) {
+                    Some(kind) => kind.message(&format!("reading {what}: {chain}")),
+                    None => format!("reading {what}: {chain}"),
+                },
+                transient: true,
+            })
+        }
+        Err(_) => Err(JobError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: TimeoutKind::Read
+                .message(&format!("reading {what}: no data for {}", secs(t.read))),
+            transient: true,
+        }),
+    }
+}
+
+/// Runs one body transfer of `bytes` bytes (request included) within
+/// [`AwsTimeouts::transfer_deadline`].
+async fn within_deadline<T>(
+    t: &AwsTimeouts,
+    bytes: u64,
+    bucket: &str,
+    key: &str,
+    what: &str,
+    f: impl Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    let deadline = t.transfer_deadline(bytes);
+    tokio::time::timeout(deadline, f).await.unwrap_or_else(|_| {
+        Err(JobError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: TimeoutKind::Operation.message(&format!(
+                "{what} not downloaded within {} (the operation timeout + 1 s per {} KiB)",
+                secs(deadline),
+                AwsTimeouts::MIN_TRANSFER_RATE / 1024
+            )),
+            transient: true,
+        })
+    })
 }
 
 /// The key of one variable's file for a job. For NEX-GDDP-CMIP6 the variable's directory is
@@ -145,38 +229,15 @@ pub async fn download(
         .map(|i| (i * part, ((i + 1) * part).min(size) - 1))
         .collect();
     debug!(bucket, key, size, parts = ranges.len(), "download");
+    let t = s3_timeouts(s3);
     let written: u64 = stream::iter(ranges)
         .map(|(start, end)| {
             let file = Arc::clone(&file);
-            let etag = etag.clone();
+            let etag = etag.as_deref();
             async move {
-                let mut req = s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .range(format!("bytes={start}-{end}"));
-                if let Some(t) = etag {
-                    req = req.if_match(t);
-                }
-                let resp = req.send().await.map_err(|e| classify(bucket, key, e))?;
-                let mut body = resp.body;
-                let mut off = start;
-                while let Some(chunk) = body.try_next().await.map_err(|e| JobError::S3 {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    message: format!("reading body: {}", error_chain(&e)),
-                    transient: true,
-                })? {
-                    if off + chunk.len() as u64 > end + 1 {
-                        return Err(size_mismatch(bucket, key, "range returned too many bytes"));
-                    }
-                    file.write_all_at(&chunk, off)?;
-                    off += chunk.len() as u64;
-                }
-                if off != end + 1 {
-                    return Err(size_mismatch(bucket, key, "range returned too few bytes"));
-                }
-                Ok::<u64, JobError>(end + 1 - start)
+                let what = format!("bytes {start}-{end}");
+                let part = get_part(s3, bucket, key, etag, &file, (start, end), &t, &what);
+                within_deadline(&t, end + 1 - start, bucket, key, &what, part).await
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -186,6 +247,42 @@ pub async fn download(
         return Err(size_mismatch(bucket, key, "size differs from HEAD"));
     }
     Ok(size)
+}
+
+/// One ranged GET of `download` into its place in `file`. Returns the byte count.
+#[allow(clippy::too_many_arguments)]
+async fn get_part(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+    file: &File,
+    (start, end): (u64, u64),
+    t: &AwsTimeouts,
+    what: &str,
+) -> Result<u64, JobError> {
+    let resp = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes={start}-{end}"))
+        .set_if_match(etag.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| classify(bucket, key, e))?;
+    let mut body = resp.body;
+    let mut off = start;
+    while let Some(chunk) = next_chunk(&mut body, t, bucket, key, what).await? {
+        if off + chunk.len() as u64 > end + 1 {
+            return Err(size_mismatch(bucket, key, "range returned too many bytes"));
+        }
+        file.write_all_at(&chunk, off)?;
+        off += chunk.len() as u64;
+    }
+    if off != end + 1 {
+        return Err(size_mismatch(bucket, key, "range returned too few bytes"));
+    }
+    Ok(end + 1 - start)
 }
 
 fn size_mismatch(bucket: &str, key: &str, what: &str) -> JobError {
@@ -207,23 +304,31 @@ pub async fn get_small(
     key: &str,
     max: u64,
 ) -> Result<Vec<u8>, JobError> {
-    let resp = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| classify(bucket, key, e))?;
-    if resp.content_length().is_some_and(|n| n as u64 > max) {
-        return Err(JobError::Input(format!(
-            "s3://{bucket}/{key} is larger than {max} bytes"
-        )));
-    }
-    let bytes = resp.body.collect().await.map_err(|e| JobError::S3 {
-        bucket: bucket.into(),
-        key: key.into(),
-        message: error_chain(&e),
-        transient: true,
-    })?;
-    Ok(bytes.into_bytes().to_vec())
+    let t = s3_timeouts(s3);
+    within_deadline(&t, max, bucket, key, "object", async {
+        let resp = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(bucket, key, e))?;
+        if resp.content_length().is_some_and(|n| n as u64 > max) {
+            return Err(too_large(bucket, key, max));
+        }
+        let mut body = resp.body;
+        let mut out = Vec::new();
+        while let Some(chunk) = next_chunk(&mut body, &t, bucket, key, "body").await? {
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(too_large(bucket, key, max));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    })
+    .await
+}
+
+fn too_large(bucket: &str, key: &str, max: u64) -> JobError {
+    JobError::Input(format!("s3://{bucket}/{key} is larger than {max} bytes"))
 }

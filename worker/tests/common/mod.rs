@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_postgres::NoTls;
 use worker::cli::{Cli, Command};
-use worker::config::{AwsConfig, DbConfig, PipelineConfig, QueueRef, RunConfig, Schema};
+use worker::config::{
+    AwsConfig, AwsTimeouts, DbConfig, PipelineConfig, QueueRef, RunConfig, Schema,
+};
 
 /// Addresses of the local services.
 #[derive(Clone, Debug)]
@@ -87,6 +89,7 @@ pub fn aws_config(env: &Env, bucket: &str, geo_bucket: &str) -> AwsConfig {
         allowed_buckets: [bucket.to_owned(), geo_bucket.to_owned()]
             .into_iter()
             .collect(),
+        timeouts: AwsTimeouts::default(),
     }
 }
 
