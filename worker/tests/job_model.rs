@@ -507,3 +507,60 @@ async fn transient_failures_come_back_later_not_at_once() {
     assert_eq!(not_visible(&w).await, (0, 0));
     w.cleanup().await;
 }
+
+/// A transient failure mid-COPY (serialization failure on the first row, once) is retried in
+/// process; the retry reuses the files the first attempt downloaded and checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_in_process_retry_reuses_the_downloads() {
+    let Some(env) = env() else { return };
+    let w = World::new(env, "reuse", 3, 60).await;
+    w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
+        .await;
+    // A sequence is not rolled back with the failed COPY: only the very first row fails.
+    w.pg.batch_execute(
+        "CREATE SEQUENCE fail_once;
+         CREATE FUNCTION fail_first() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN
+                IF nextval('fail_once') = 1 THEN
+                  RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+              END $$;
+         CREATE TRIGGER fail_first BEFORE INSERT ON climate_data_year
+           FOR EACH ROW EXECUTE FUNCTION fail_first();",
+    )
+    .await
+    .unwrap();
+    w.send_raw(&[
+        r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016}"#,
+    ])
+    .await;
+    let mut cfg = w.run_config();
+    cfg.max_attempts = 3;
+    let s = consume(cfg).await;
+    assert_eq!((s.done, s.released), (1, 0), "{s:?}");
+    let n = fixtures::set::nex_gddp_cmip6_jobs()[0].data_cells() as i64;
+    assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, n);
+    let (attempts, bytes): (i32, i64) =
+        w.pg.query_one("SELECT attempts, bytes_downloaded FROM data_source", &[])
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(
+        bytes, 0,
+        "the committing attempt downloaded nothing: it reused the files"
+    );
+    let l: Vec<(String, Option<String>)> =
+        w.pg.query("SELECT outcome, error FROM job_ledger ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[0].0, "released");
+    assert!(l[0].1.as_deref().unwrap_or("").contains("40001"), "{l:?}");
+    assert_eq!(l[1].0, "done");
+    w.cleanup().await;
+}
