@@ -33,7 +33,13 @@ pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// A connection pool whose sessions use the configured schema (`search_path`).
+/// Default `statement_timeout` of the worker's sessions: no query but a load's COPY (which sets
+/// the job timeout for itself) or a migration should take this long; a query stuck behind a lock
+/// or a hung server fails as transient (57014) instead of hanging the job.
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A connection pool whose sessions use the configured schema (`search_path`), with timeouts on
+/// connecting, waiting for a pooled connection, and every statement.
 ///
 /// # Errors
 /// When the URL does not parse or the pool cannot be built.
@@ -46,8 +52,13 @@ pub fn pool(cfg: &DbConfig, size: usize) -> Result<Pool, JobError> {
                 code: None,
                 transient: false,
             })?;
-    // The schema name is validated to [a-z0-9_], so it needs no escaping in the option.
-    pg.options(format!("-c search_path={}", cfg.schema.name()));
+    // The schema name is validated to [a-z0-9_], so it needs no escaping in the option. Every
+    // statement is bounded (a COPY sets its own, longer, limit; `migrate` lifts it).
+    pg.options(format!(
+        "-c search_path={} -c statement_timeout={}",
+        cfg.schema.name(),
+        STATEMENT_TIMEOUT.as_millis()
+    ));
     if pg.get_application_name().is_none() {
         pg.application_name("nexingest");
     }
@@ -64,6 +75,10 @@ pub fn pool(cfg: &DbConfig, size: usize) -> Result<Pool, JobError> {
     );
     Pool::builder(mgr)
         .max_size(size.max(1))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(120)))
+        .create_timeout(Some(std::time::Duration::from_secs(30)))
+        .recycle_timeout(Some(std::time::Duration::from_secs(10)))
         .build()
         .map_err(|e| JobError::Database {
             message: format!("connection pool: {e}"),
@@ -98,6 +113,7 @@ pub async fn migrate(pool: &Pool, schema: &Schema) -> Result<MigrateReport, JobE
     .await?;
     tx.batch_execute(&format!(
         "SET LOCAL client_min_messages = warning;
+         SET LOCAL statement_timeout = 0;
          CREATE SCHEMA IF NOT EXISTS {schema};
          SET LOCAL search_path TO {schema};
          CREATE TABLE IF NOT EXISTS schema_migrations (
