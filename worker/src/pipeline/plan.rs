@@ -208,57 +208,10 @@ impl Pipeline {
     }
 }
 
-/// Cells of `grid` a set of polygons touches (cell bounds halfway to the neighbours).
+/// Cells of `grid` a set of polygons touches, right across lon 0/360 and ±180
+/// ([`locations::cells_touched`]; the polygons are passed as read, not normalised).
 pub(crate) fn boundary_cells(grid: &Grid, polys: &[Polygon]) -> Vec<CellIndex> {
-    let lat = grid.lat();
-    let lon = grid.lon();
-    let bounds = |axis: &[f64], i: usize| -> (f64, f64) {
-        let n = axis.len();
-        if n == 1 {
-            return (axis[0] - 0.5, axis[0] + 0.5);
-        }
-        let a = if i > 0 {
-            (axis[i - 1] + axis[i]) / 2.0
-        } else {
-            axis[0] - (axis[1] - axis[0]) / 2.0
-        };
-        let b = if i + 1 < n {
-            (axis[i] + axis[i + 1]) / 2.0
-        } else {
-            axis[n - 1] + (axis[n - 1] - axis[n - 2]) / 2.0
-        };
-        (a.min(b), a.max(b))
-    };
-    // Polygons in the grid's longitude convention.
-    let polys: Vec<Polygon> = polys
-        .iter()
-        .map(|p| {
-            p.iter()
-                .map(|r| r.iter().map(|&(x, y)| (grid.normalize_lon(x), y)).collect())
-                .collect()
-        })
-        .collect();
-    let (x0, x1, y0, y1) = locations::bbox(&polys);
-    let mut out = Vec::new();
-    for (i, _) in lat.iter().enumerate() {
-        let (la0, la1) = bounds(lat, i);
-        if la1 < y0 || la0 > y1 {
-            continue;
-        }
-        for (j, _) in lon.iter().enumerate() {
-            let (lo0, lo1) = bounds(lon, j);
-            if lo1 < x0 || lo0 > x1 {
-                continue;
-            }
-            if polys
-                .iter()
-                .any(|p| locations::touches_cell(p, lo0, lo1, la0, la1))
-            {
-                out.push(CellIndex { lat: i, lon: j });
-            }
-        }
-    }
-    out
+    locations::cells_touched(grid, polys)
 }
 
 #[cfg(test)]
