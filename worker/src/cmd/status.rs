@@ -41,14 +41,17 @@ pub async fn run(dbc: &DbConfig, a: &StatusArgs) -> Result<String, JobError> {
         .await?;
     let failures = client
         .query(
+            // Failed attempts from the ledger: a job that failed on a data source that is
+            // done (new locations or variables) is listed too.
             "SELECT d.name, s.name, m.name, ds.year, ds.attempts,
-                    coalesce(ds.last_error, ''), to_char(ds.finished_at, 'YYYY-MM-DD HH24:MI:SS')
-             FROM data_source ds
+                    coalesce(l.error, ''), to_char(l.finished_at, 'YYYY-MM-DD HH24:MI:SS')
+             FROM job_ledger l
+             JOIN data_source ds ON ds.id = l.data_source_id
              JOIN dataset d ON d.id = ds.dataset_id
              JOIN scenario s ON s.id = ds.scenario_id
              JOIN climate_model m ON m.id = ds.model_id
-             WHERE ds.state = 'failed'
-             ORDER BY ds.finished_at DESC NULLS LAST LIMIT $1",
+             WHERE l.outcome = 'failed'
+             ORDER BY l.finished_at DESC LIMIT $1",
             &[&a.failures.max(0)],
         )
         .await?;
