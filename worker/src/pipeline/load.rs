@@ -34,6 +34,9 @@ use crate::cmd::import_locations;
 use crate::error::JobError;
 use crate::message::JobSpec;
 
+/// Up to this many cells, a load looks up its cells' existing rows by id.
+const FEW_CELLS: usize = 10_000;
+
 impl Pipeline {
     /// Loads a decoded job (see the module docs).
     pub(crate) async fn load(
@@ -128,8 +131,18 @@ impl Pipeline {
         // The data source's rows: which of the job's cells exist, and whether they hold all
         // of the job's variables.
         let present = plan::all_present_sql("y", &vars)?;
-        let existing: HashMap<i64, bool> = tx
-            .query(
+        // A few cells are looked up by id; many (a whole grid) read the data source's rows.
+        let existing: HashMap<i64, bool> = if ids.len() <= FEW_CELLS {
+            tx.query(
+                &format!(
+                    "SELECT y.map_cell_id, {present} FROM climate_data_year y
+                     WHERE y.data_source_id = $1 AND y.map_cell_id = ANY($2)"
+                ),
+                &[&p.data_source_id, &ids],
+            )
+            .await?
+        } else {
+            tx.query(
                 &format!(
                     "SELECT y.map_cell_id, {present} FROM climate_data_year y
                      WHERE y.data_source_id = $1"
@@ -137,9 +150,10 @@ impl Pipeline {
                 &[&p.data_source_id],
             )
             .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        }
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
         let (mut order, mut n_new, mut n_upd) = (Vec::with_capacity(ids.len()), 0u64, 0u64);
         for (k, id) in ids.iter().enumerate() {
             match existing.get(id) {
