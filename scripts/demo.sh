@@ -3,7 +3,8 @@
 # exports their addresses): upload the fixture files to the local S3 under the real key
 # templates, migrate, import the fixture cities, create the queue + dead-letter queue, enqueue
 # the fixture jobs (native and old-system messages), run the worker until the queue is empty,
-# print the status. Idempotent: a re-run reloads the same jobs (replacing, never duplicating).
+# add new towns to a year that is already loaded, print the status. Idempotent: a re-run reloads
+# the same jobs (replacing, never duplicating) and skips the towns' job, which is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +58,25 @@ common=(--queue-name "$QUEUE" --create-queue --max-receive-count 3 --update-exis
   --locations cities --legacy-format
 
 echo "== run the worker until the queue is empty"
+"$BIN" run --queue-name "$QUEUE" --until-empty --wait-time 2 --jobs 2
+
+echo "== add five new towns to a year already loaded for the cities (the runbooks' new-locations step)"
+.venv/bin/python - "$GEO_BUCKET" <<'PY'
+import json, os, sys
+import boto3
+towns = [("tracy", 37.7397, -121.4252), ("stockton", 37.9577, -121.2908),
+         ("manteca", 37.7974, -121.2161), ("lodi", 38.1302, -121.2724),
+         ("brentwood", 37.9319, -121.6958)]
+doc = {"type": "FeatureCollection", "features": [
+    {"type": "Feature", "properties": {"id": n, "name": n},
+     "geometry": {"type": "Point", "coordinates": [lon, lat]}} for n, lat, lon in towns]}
+boto3.client("s3", endpoint_url=os.environ["NEXINGEST_AWS_ENDPOINT_URL"]).put_object(
+    Bucket=sys.argv[1], Key="new-towns.geojson", Body=json.dumps(doc).encode())
+PY
+# No --update-existing: the cities' rows stay as they are, the towns' cells are appended; run
+# again, the job is recognised as done and skipped.
+"$BIN" enqueue --queue-name "$QUEUE" --dataset NEX-GDDP-CMIP6 --scenario ssp585 --models UKESM1-0-LL \
+  --years 2015 --locations "geojson:s3://$GEO_BUCKET/new-towns.geojson"
 "$BIN" run --queue-name "$QUEUE" --until-empty --wait-time 2 --jobs 2
 
 echo "== status"
