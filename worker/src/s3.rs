@@ -50,6 +50,23 @@ where
             key: key.into(),
         };
     }
+    let denied = match code.as_deref() {
+        Some(c) => c == "AccessDenied",
+        // A HEAD's 403 has no body, so the SDK has no code or message to show.
+        None => status == Some(403),
+    };
+    if denied {
+        return JobError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: format!(
+                "access denied (HTTP 403{}): with --s3-no-sign-request only public objects \
+                 can be read; otherwise the credentials need s3:GetObject and s3:ListBucket",
+                code.map(|c| format!(" {c}")).unwrap_or_default()
+            ),
+            transient: false,
+        };
+    }
     let chain = error_chain(&e);
     let timeout = match &e {
         SdkError::TimeoutError(_) => {
