@@ -241,9 +241,19 @@ pub struct EnqueueArgs {
     /// Queue visibility timeout in seconds, used with `--create-queue`.
     #[arg(long, default_value_t = 300)]
     pub queue_visibility_timeout: u32,
-    /// Print the messages instead of sending them.
+    /// Print the messages instead of sending them (the input check still runs and reports
+    /// what it would skip).
     #[arg(long)]
     pub dry_run: bool,
+    /// Enqueue only jobs whose every variable file exists: list the bucket once per model and
+    /// variable, resolve each year's key as the worker does (versions, grid labels) and print
+    /// a table of the skipped jobs. This is the default; given explicitly, a listing that fails
+    /// (no network, no credentials, access denied) is an error instead of a warning.
+    #[arg(long, overrides_with = "no_check_inputs")]
+    pub check_inputs: bool,
+    /// Enqueue the whole matrix without looking at S3.
+    #[arg(long, overrides_with = "check_inputs")]
+    pub no_check_inputs: bool,
 }
 
 /// `run` flags.

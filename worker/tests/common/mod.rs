@@ -233,8 +233,14 @@ impl World {
         assert_eq!(n, 3, "fixture files of {dataset} {model} {year}");
     }
 
-    /// Runs `nexingest … enqueue …` through the real CLI parser against this world.
+    /// Runs `nexingest … enqueue …` through the real CLI parser against this world; returns
+    /// the number of jobs enqueued.
     pub async fn enqueue(&self, args: &[&str]) -> usize {
+        self.enqueue_report(args).await.enqueued
+    }
+
+    /// [`World::enqueue`] with its whole report (input check, skipped jobs).
+    pub async fn enqueue_report(&self, args: &[&str]) -> worker::cmd::enqueue::EnqueueReport {
         let mut argv: Vec<String> = vec![
             "nexingest".into(),
             "--database-url".into(),
