@@ -1,6 +1,12 @@
 //! AWS clients from the standard credential chain, pointed at a custom endpoint when one is
 //! configured (path-style S3, checksums only when required), with the configured timeouts.
 //!
+//! S3 has a region of its own (`--s3-region`, the data buckets' region) and may send unsigned
+//! requests (`--s3-no-sign-request`): its client then has no credentials provider, so the
+//! SDK's auth resolver falls back from SigV4 to its no-auth scheme and the requests carry no
+//! `Authorization` header, as the AWS CLI's `--no-sign-request` does. SQS always signs with the
+//! standard chain's credentials and region.
+//!
 //! How the SDK's timeouts behave (aws-smithy-types `TimeoutConfig`, aws-smithy-http-client):
 //! the connect timeout bounds opening a connection; the read timeout bounds the wait from
 //! sending a request until the response *headers* arrive (it wraps the HTTP call, not the
@@ -12,9 +18,9 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 
 use crate::config::{AwsConfig, AwsTimeouts};
@@ -29,7 +35,8 @@ pub struct Clients {
 }
 
 /// Loads the shared AWS configuration (credentials from the standard chain, never logged)
-/// and builds the clients.
+/// and builds the clients: SQS from it as it is, S3 with the data buckets' region and, for
+/// unsigned requests, without credentials.
 pub async fn clients(cfg: &AwsConfig) -> Clients {
     let t = &cfg.timeouts;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -43,7 +50,14 @@ pub async fn clients(cfg: &AwsConfig) -> Clients {
         loader = loader.endpoint_url(url);
     }
     let shared = loader.load().await;
-    let mut s3 = aws_sdk_s3::config::Builder::from(&shared);
+    let mut s3 = if cfg.s3.no_sign_request {
+        let mut unsigned = shared.to_builder();
+        unsigned.set_credentials_provider(None);
+        aws_sdk_s3::config::Builder::from(&unsigned.build()).allow_no_auth()
+    } else {
+        aws_sdk_s3::config::Builder::from(&shared)
+    };
+    s3 = s3.region(Region::new(cfg.s3.region.clone()));
     if cfg.endpoint_url.is_some() {
         s3 = s3
             .force_path_style(true)

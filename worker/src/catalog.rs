@@ -275,6 +275,30 @@ impl Dataset {
         }
     }
 
+    /// The listing prefix that holds every year's file of one (scenario, model, variable)
+    /// and few others: the key up to the part that varies with the year (and, for
+    /// NEX-GDDP-CMIP6, the grid label and version). Every key [`Dataset::key_matches`] accepts
+    /// starts with it.
+    pub fn list_prefix(self, scenario: &str, model: &str, var: &str) -> String {
+        match self {
+            Dataset::NexGddpCmip6 => {
+                let member = self.member(model, scenario);
+                let dir = self.key_dir(scenario, model, var).unwrap_or_default();
+                format!("{dir}{var}_day_{model}_{scenario}_{member}_")
+            }
+            // The year is the only varying part of the template: the keys of two years
+            // part where it begins.
+            _ => {
+                let (a, b) = (
+                    self.key(scenario, model, 1000, var),
+                    self.key(scenario, model, 2000, var),
+                );
+                let n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+                a[..n].to_owned()
+            }
+        }
+    }
+
     /// Whether `key` is the file of `year` for this job, and its version rank (higher is
     /// newer: unsuffixed = 0, `_v1.1` = 11, `_v2.0` = 20). For NEX-GDDP-CMIP6 any grid label
     /// (`gn`, `gr`, `gr1`, …) is accepted.
@@ -391,6 +415,42 @@ mod tests {
         assert_eq!(
             Dataset::NexGddpCmip6.key_matches(v, "ssp245", "ACCESS-CM2", 2051, "tas"),
             None
+        );
+    }
+
+    #[test]
+    fn list_prefixes_cover_every_year_and_no_other_model() {
+        for d in DATASETS {
+            for &(scenario, first, last) in d.scenarios() {
+                for model in d.models() {
+                    for var in ["tasmax", "pr"] {
+                        let p = d.list_prefix(scenario, model, var);
+                        for year in [first, last] {
+                            let key = d.key(scenario, model, year, var);
+                            assert!(key.starts_with(&p), "{key} under {p}");
+                            assert_eq!(d.key_matches(&key, scenario, model, year, var), Some(0));
+                        }
+                        for other in d.models() {
+                            if other != model {
+                                let key = d.key(scenario, other, first, var);
+                                assert!(!key.starts_with(&p), "{key} under {p}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            Dataset::NexGddp.list_prefix("rcp45", "MIROC-ESM", "pr"),
+            "NEX-GDDP/BCSD/rcp45/day/atmos/pr/r1i1p1/v1.0/pr_day_BCSD_rcp45_r1i1p1_MIROC-ESM_"
+        );
+        assert_eq!(
+            Dataset::Loca.list_prefix("rcp45", "CCSM4", "pr"),
+            "LOCA/CCSM4/16th/rcp45/r6i1p1/pr/pr_day_CCSM4_rcp45_r6i1p1_"
+        );
+        assert_eq!(
+            Dataset::NexGddpCmip6.list_prefix("ssp245", "CESM2", "tasmax"),
+            "NEX-GDDP-CMIP6/CESM2/ssp245/r4i1p1f1/tasmax/tasmax_day_CESM2_ssp245_r4i1p1f1_"
         );
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::AwsTimeouts;
+use crate::config::{AwsTimeouts, S3Access};
 
 /// nexingest: load NEX-GDDP, LOCA and NEX-GDDP-CMIP6 daily grids into PostgreSQL.
 ///
@@ -91,6 +91,21 @@ pub struct AwsArgs {
     /// Bucket holding NEX-GDDP-CMIP6 files.
     #[arg(long, env = "NEXINGEST_CMIP6_BUCKET", default_value = "nex-gddp-cmip6")]
     pub cmip6_bucket: String,
+
+    /// Send S3 requests unsigned, like the AWS CLI's `--no-sign-request`: reads the public
+    /// buckets (`nasanex`, `nex-gddp-cmip6`) with no AWS account. Only S3: SQS still signs
+    /// with the standard credential chain.
+    #[arg(
+        long,
+        env = "NEXINGEST_S3_NO_SIGN_REQUEST",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub s3_no_sign_request: bool,
+
+    /// Region of the data buckets (S3), apart from the queue's: SQS takes the standard chain's
+    /// region (`AWS_REGION`, profile).
+    #[arg(long, env = "NEXINGEST_S3_REGION", default_value = S3Access::DEFAULT_REGION)]
+    pub s3_region: String,
 
     /// Further buckets a message may name (data `bucket` override, GeoJSON location URLs),
     /// comma-separated. The three data buckets above are always allowed.
@@ -226,9 +241,19 @@ pub struct EnqueueArgs {
     /// Queue visibility timeout in seconds, used with `--create-queue`.
     #[arg(long, default_value_t = 300)]
     pub queue_visibility_timeout: u32,
-    /// Print the messages instead of sending them.
+    /// Print the messages instead of sending them (the input check still runs and reports
+    /// what it would skip).
     #[arg(long)]
     pub dry_run: bool,
+    /// Enqueue only jobs whose every variable file exists: list the bucket once per model and
+    /// variable, resolve each year's key as the worker does (versions, grid labels) and print
+    /// a table of the skipped jobs. This is the default; given explicitly, a listing that fails
+    /// (no network, no credentials, access denied) is an error instead of a warning.
+    #[arg(long, overrides_with = "no_check_inputs")]
+    pub check_inputs: bool,
+    /// Enqueue the whole matrix without looking at S3.
+    #[arg(long, overrides_with = "check_inputs")]
+    pub no_check_inputs: bool,
 }
 
 /// `run` flags.

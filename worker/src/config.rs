@@ -255,6 +255,52 @@ impl Default for AwsTimeouts {
     }
 }
 
+/// How the data buckets are read: their region and whether requests are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Access {
+    /// Region of the data buckets (`--s3-region`), apart from the queue's.
+    pub region: String,
+    /// Send S3 requests unsigned (`--s3-no-sign-request`): public buckets, no credentials.
+    pub no_sign_request: bool,
+}
+
+impl S3Access {
+    /// Default `--s3-region`: where `nasanex` and `nex-gddp-cmip6` live.
+    pub const DEFAULT_REGION: &str = "us-west-2";
+
+    /// From flags.
+    ///
+    /// # Errors
+    /// When the region is not a plausible AWS region name.
+    pub fn from_args(a: &cli::AwsArgs) -> Result<Self, ConfigError> {
+        let region = a.s3_region.trim();
+        let ok = !region.is_empty()
+            && region.len() <= 32
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(invalid(
+                "--s3-region",
+                format!("{region:?} is not an AWS region name (e.g. us-west-2)"),
+            ));
+        }
+        Ok(S3Access {
+            region: region.to_owned(),
+            no_sign_request: a.s3_no_sign_request,
+        })
+    }
+}
+
+impl Default for S3Access {
+    fn default() -> Self {
+        S3Access {
+            region: Self::DEFAULT_REGION.into(),
+            no_sign_request: false,
+        }
+    }
+}
+
 /// AWS endpoint, data buckets and the bucket allow-list.
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
@@ -270,6 +316,8 @@ pub struct AwsConfig {
     pub allowed_buckets: BTreeSet<String>,
     /// Timeouts of every S3 and SQS call.
     pub timeouts: AwsTimeouts,
+    /// Region and signing of S3 requests.
+    pub s3: S3Access,
 }
 
 /// Whether a string is a plausible S3 bucket name (3–63 of `[a-z0-9.-]`).
@@ -320,6 +368,7 @@ impl AwsConfig {
             cmip6_bucket: a.cmip6_bucket.clone(),
             allowed_buckets: allowed,
             timeouts: AwsTimeouts::from_args(a)?,
+            s3: S3Access::from_args(a)?,
         })
     }
 
@@ -623,6 +672,25 @@ mod tests {
             e.contains("--aws-attempt-timeout") && e.contains("--aws-operation-timeout"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn s3_access_defaults_and_flags() {
+        let a = run_config(&[]).unwrap().aws.s3;
+        assert_eq!(a, S3Access::default());
+        assert_eq!((a.region.as_str(), a.no_sign_request), ("us-west-2", false));
+        let a = run_config(&["--s3-no-sign-request", "--s3-region", "eu-central-1"])
+            .unwrap()
+            .aws
+            .s3;
+        assert_eq!(
+            (a.region.as_str(), a.no_sign_request),
+            ("eu-central-1", true)
+        );
+        for bad in ["", "US West", "us_west_2"] {
+            let e = rejected(&["--s3-region", bad]);
+            assert!(e.contains("--s3-region"), "{e}");
+        }
     }
 
     #[test]

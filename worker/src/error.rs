@@ -37,6 +37,12 @@ pub enum JobError {
         /// Key.
         key: String,
     },
+    /// A bucket does not exist.
+    #[error("s3://{bucket}: no such bucket")]
+    NoSuchBucket {
+        /// Bucket.
+        bucket: String,
+    },
     /// Any other S3 failure.
     #[error("s3://{bucket}/{key}: {message}")]
     S3 {
@@ -94,6 +100,7 @@ impl JobError {
         match self {
             JobError::InvalidMessage(_)
             | JobError::NotFound { .. }
+            | JobError::NoSuchBucket { .. }
             | JobError::Input(_)
             | JobError::Decode { .. }
             | JobError::Data(_) => ErrorClass::Permanent,

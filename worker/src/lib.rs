@@ -10,7 +10,7 @@
 //! # let aws = worker::config::AwsConfig {
 //! #     endpoint_url: None, nex_gddp_bucket: "nasanex".into(), loca_bucket: "nasanex".into(),
 //! #     cmip6_bucket: "nex-gddp-cmip6".into(), allowed_buckets: ["nasanex".to_string()].into(),
-//! #     timeouts: Default::default() };
+//! #     timeouts: Default::default(), s3: Default::default() };
 //! let m = parse(r#"{"dataset":"NEX-GDDP","scenario":"rcp85","model":"CCSM4","year":2050}"#, &aws).unwrap();
 //! let Message::Native(job) = m else { unreachable!() };
 //! assert_eq!(job.id(), "NEX-GDDP/rcp85/CCSM4/2050");

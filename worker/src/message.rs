@@ -537,6 +537,7 @@ mod tests {
                 .map(String::from)
                 .collect(),
             timeouts: Default::default(),
+            s3: Default::default(),
         }
     }
 

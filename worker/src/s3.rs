@@ -39,10 +39,32 @@ where
         SdkError::ResponseError(r) => (Some(r.raw().status().as_u16()), None),
         _ => (None, None),
     };
+    if code.as_deref() == Some("NoSuchBucket") {
+        return JobError::NoSuchBucket {
+            bucket: bucket.into(),
+        };
+    }
     if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound")) {
         return JobError::NotFound {
             bucket: bucket.into(),
             key: key.into(),
+        };
+    }
+    let denied = match code.as_deref() {
+        Some(c) => c == "AccessDenied",
+        // A HEAD's 403 has no body, so the SDK has no code or message to show.
+        None => status == Some(403),
+    };
+    if denied {
+        return JobError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: format!(
+                "access denied (HTTP 403{}): with --s3-no-sign-request only public objects \
+                 can be read; otherwise the credentials need s3:GetObject and s3:ListBucket",
+                code.map(|c| format!(" {c}")).unwrap_or_default()
+            ),
+            transient: false,
         };
     }
     let chain = error_chain(&e);
@@ -148,11 +170,13 @@ async fn within_deadline<T>(
     })
 }
 
-/// The key of one variable's file for a job. For NEX-GDDP-CMIP6 the variable's directory is
-/// listed and the newest version of the year's file is taken (`_v2.0` over `_v1.1` over none).
+/// The key of one variable's file for a job. NEX-GDDP and LOCA keys follow their template
+/// and are not looked up; for NEX-GDDP-CMIP6 the variable's [`Dataset::list_prefix`] is
+/// listed and [`pick_key`] takes the newest version of the year's file (`_v2.0` over `_v1.1`
+/// over none, any grid label).
 ///
 /// # Errors
-/// `NotFound` when no file for the year exists; S3 errors.
+/// `NotFound` when no file for the year exists; `NoSuchBucket`; S3 errors.
 pub async fn resolve_key(
     s3: &Client,
     bucket: &str,
@@ -162,31 +186,74 @@ pub async fn resolve_key(
     year: i32,
     var: &str,
 ) -> Result<String, JobError> {
-    let Some(dir) = d.key_dir(scenario, model, var) else {
+    if d.key_dir(scenario, model, var).is_none() {
         return Ok(d.key(scenario, model, year, var));
-    };
-    let mut best: Option<(u32, String)> = None;
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&dir)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| classify(bucket, &dir, e))?;
-        for obj in page.contents() {
-            let Some(k) = obj.key() else { continue };
-            if let Some(rank) = d.key_matches(k, scenario, model, year, var)
-                && best.as_ref().is_none_or(|(r, _)| rank > *r)
-            {
-                best = Some((rank, k.to_owned()));
-            }
-        }
     }
-    best.map(|(_, k)| k).ok_or_else(|| JobError::NotFound {
+    let keys = list_keys(s3, bucket, &d.list_prefix(scenario, model, var)).await?;
+    pick_key(
+        d,
+        scenario,
+        model,
+        year,
+        var,
+        keys.iter().map(String::as_str),
+    )
+    .map(str::to_owned)
+    .ok_or_else(|| JobError::NotFound {
         bucket: bucket.into(),
         key: d.key(scenario, model, year, var),
     })
+}
+
+/// Among listed keys (of [`Dataset::list_prefix`], or any superset), the one a job of `year`
+/// reads for `var`: the template's key, or for NEX-GDDP-CMIP6 the newest version of the year's
+/// file on any grid label. `None` when the year has no file. The one rule behind both
+/// [`resolve_key`] (the worker) and the producer's input check (`enqueue --check-inputs`).
+pub fn pick_key<'a>(
+    d: Dataset,
+    scenario: &str,
+    model: &str,
+    year: i32,
+    var: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let mut best: Option<(u32, &'a str)> = None;
+    for k in keys {
+        if let Some(rank) = d.key_matches(k, scenario, model, year, var)
+            && best.is_none_or(|(r, _)| rank > r)
+        {
+            best = Some((rank, k));
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
+/// Every key under `prefix` (all pages of `ListObjectsV2`).
+///
+/// # Errors
+/// `NoSuchBucket` when the bucket does not exist; S3 errors (classified, keyed by the
+/// prefix).
+pub async fn list_keys(s3: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, JobError> {
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| match classify(bucket, prefix, e) {
+            // A listing's only 404 is the bucket's (a prefix with no keys lists empty).
+            JobError::NotFound { bucket, .. } => JobError::NoSuchBucket { bucket },
+            other => other,
+        })?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    Ok(keys)
 }
 
 /// Downloads an object to `dest` with parallel ranged GETs of `part` bytes, `concurrency` at

@@ -41,6 +41,7 @@ fn config(endpoint: String, timeouts: AwsTimeouts) -> AwsConfig {
         cmip6_bucket: "stalled".into(),
         allowed_buckets: ["stalled".to_owned()].into(),
         timeouts,
+        s3: Default::default(),
     }
 }
 

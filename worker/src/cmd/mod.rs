@@ -32,11 +32,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enqueue(a) => {
             let cfg = enqueue::EnqueueConfig::from_args(g, a)?;
-            let n = enqueue::run(&cfg).await?;
+            let r = enqueue::run(&cfg).await?;
+            if !r.skipped.is_empty() {
+                println!(
+                    "skipped {} of {} jobs: input files missing",
+                    r.skipped_jobs(),
+                    r.planned
+                );
+                print!("{}", enqueue::skipped_table(&r.skipped));
+            }
+            let n = r.enqueued;
+            let checked = match r.check {
+                enqueue::InputCheck::Done => "inputs checked",
+                enqueue::InputCheck::Off => "inputs not checked",
+                enqueue::InputCheck::Unavailable(_) => "inputs NOT checked: S3 listing failed",
+            };
             if cfg.dry_run {
-                println!("{n} jobs (dry run, nothing sent)");
+                println!("{n} jobs (dry run, nothing sent; {checked})");
             } else {
-                println!("queued {n} jobs");
+                println!("queued {n} jobs ({checked})");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -9,7 +9,7 @@ use clap::Parser;
 use tokio_postgres::NoTls;
 use worker::cli::{Cli, Command};
 use worker::config::{
-    AwsConfig, AwsTimeouts, DbConfig, PipelineConfig, QueueRef, RunConfig, Schema,
+    AwsConfig, AwsTimeouts, DbConfig, PipelineConfig, QueueRef, RunConfig, S3Access, Schema,
 };
 
 /// Addresses of the local services.
@@ -90,6 +90,12 @@ pub fn aws_config(env: &Env, bucket: &str, geo_bucket: &str) -> AwsConfig {
             .into_iter()
             .collect(),
         timeouts: AwsTimeouts::default(),
+        s3: S3Access {
+            // moto, like S3, refuses a CreateBucket without a location constraint outside
+            // us-east-1: the test buckets are made in the environment's region.
+            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            no_sign_request: false,
+        },
     }
 }
 
@@ -227,8 +233,14 @@ impl World {
         assert_eq!(n, 3, "fixture files of {dataset} {model} {year}");
     }
 
-    /// Runs `nexingest … enqueue …` through the real CLI parser against this world.
+    /// Runs `nexingest … enqueue …` through the real CLI parser against this world; returns
+    /// the number of jobs enqueued.
     pub async fn enqueue(&self, args: &[&str]) -> usize {
+        self.enqueue_report(args).await.enqueued
+    }
+
+    /// [`World::enqueue`] with its whole report (input check, skipped jobs).
+    pub async fn enqueue_report(&self, args: &[&str]) -> worker::cmd::enqueue::EnqueueReport {
         let mut argv: Vec<String> = vec![
             "nexingest".into(),
             "--database-url".into(),
