@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := eval "$$(scripts/services.sh env)"
 
-.PHONY: demo test deps services stop lint unit bench fixtures
+.PHONY: demo test deps services stop lint audit unit bench fixtures
 
 deps:
 	scripts/deps.sh
@@ -22,6 +22,11 @@ demo: services
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/audit.sh
+
+# Dependencies against the RustSec database in ../shared/advisory-db, offline (part of lint).
+audit:
+	scripts/audit.sh
 
 unit: services
 	$(ENV) && cargo test --workspace --locked

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use pgcopy::{ColumnType, Columns, CopyBuffer, LoaderConfig, Strategy, Table, Validity};
 use postgres_types::Type;
+use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{Client, NoTls};
 
 const DAYS: usize = 365;
 /// Distinct cell series, reused round-robin by every path alike.
@@ -126,11 +126,8 @@ struct Ctx {
 }
 
 async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    // The worker's connector: TLS as the URL says (default prefer), like psql's libpq.
+    worker::db::connect(url).await.expect("connect")
 }
 
 async fn fresh_table(admin: &Client, ctx: &Ctx, name: &str, external: bool) {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(libnetcdf-dev libhdf5-dev netcdf-bin postgresql pkg-config python3-venv)
+APT_PKGS=(libnetcdf-dev libhdf5-dev netcdf-bin postgresql openssl pkg-config python3-venv)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

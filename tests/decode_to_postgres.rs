@@ -12,7 +12,6 @@ use fixtures::set::{self, Fixture, FixtureKind};
 use nexdecode::{CellSelection, DecodeOptions, GridFile};
 use nexingest_tests::service_env;
 use pgcopy::{ColumnType, Columns, CopyBuffer, Validity};
-use tokio_postgres::NoTls;
 
 /// The three variable files of one committed job, in tasmin, tasmax, pr order.
 fn job_files(job: &[fixtures::GridSpec]) -> Vec<Fixture> {
@@ -36,8 +35,7 @@ async fn fixture_jobs_decode_encode_and_load_through_psql_with_exact_values() {
     ) else {
         return;
     };
-    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = worker::db::connect(&url).await.unwrap();
     let schema = format!("xcrate_{}", std::process::id());
     client
         .batch_execute(&format!(

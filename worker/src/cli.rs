@@ -34,7 +34,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// PostgreSQL connection URL (`postgres://user@host:port/db`); a password in it is never
-    /// logged. Needed by every subcommand that touches the database.
+    /// logged. Needed by every subcommand that touches the database. TLS as libpq:
+    /// `?sslmode=disable|prefer|require|verify-ca|verify-full` (default `prefer`: TLS when the
+    /// server offers it) and `&sslrootcert=PATH`; in production use
+    /// `sslmode=verify-full` with the server's CA bundle (RDS: `global-bundle.pem`).
     #[arg(
         long,
         env = "NEXINGEST_DATABASE_URL",
@@ -42,6 +45,13 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+
+    /// CA certificates (PEM) the database server's certificate must chain to, as the URL's
+    /// `sslrootcert` (for RDS: `global-bundle.pem`). With `sslmode` `prefer` or `require` it
+    /// turns on the chain check (as libpq); `verify-full` also checks the host name. Without
+    /// it, `verify-ca`/`verify-full` use the system's CA certificates.
+    #[arg(long, env = "NEXINGEST_DB_SSLROOTCERT", global = true)]
+    pub db_sslrootcert: Option<PathBuf>,
 
     /// Database schema holding every table (created by `migrate`). Lower-case letters, digits
     /// and `_`, at most 63 characters.

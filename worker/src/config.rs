@@ -94,32 +94,75 @@ impl fmt::Debug for DbConfig {
     }
 }
 
-/// A URL with any password replaced by `***`.
+/// A URL (or `key=value` connection string) with any password replaced by `***`: in the user
+/// info (`postgres://user:secret@host`) and in a `password` parameter.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+    let mut out = url.to_owned();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // The user info ends at the last `@` before the query.
+        let query = rest.find('?').unwrap_or(rest.len());
+        if let Some(at) = rest[..query].rfind('@')
+            && let Some((user, _)) = rest[..at].split_once(':')
+        {
+            out = format!("{scheme}://{user}:***{}", &rest[at..]);
+        }
     }
-    url.to_owned()
+    // `password=…` as a URL query parameter or a key/value pair (quoted or not).
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password").map(|i| i + from) {
+        let before_ok = i == 0 || matches!(out.as_bytes()[i - 1], b'?' | b'&' | b' ' | b'\t');
+        let mut j = i + "password".len();
+        while out.as_bytes().get(j) == Some(&b' ') {
+            j += 1;
+        }
+        if !before_ok || out.as_bytes().get(j) != Some(&b'=') {
+            from = i + 1;
+            continue;
+        }
+        j += 1;
+        while out.as_bytes().get(j) == Some(&b' ') {
+            j += 1;
+        }
+        let bytes = out.as_bytes();
+        let end = if bytes.get(j) == Some(&b'\'') {
+            let mut k = j + 1;
+            while k < bytes.len() && bytes[k] != b'\'' {
+                k += if bytes[k] == b'\\' { 2 } else { 1 };
+            }
+            (k + 1).min(bytes.len())
+        } else {
+            let mut k = j;
+            while k < bytes.len() && !matches!(bytes[k], b'&' | b' ' | b'\t') {
+                k += 1;
+            }
+            k
+        };
+        out.replace_range(j..end, "***");
+        from = j + 3;
+    }
+    out
 }
 
 impl DbConfig {
-    /// From the global flags.
+    /// From the global flags: the URL with `--db-sslrootcert` folded in as its `sslrootcert`,
+    /// checked (URL, `sslmode`, the CA file) before anything connects.
     ///
     /// # Errors
-    /// When the URL is missing or unparsable, or the schema name is invalid.
+    /// When the URL is missing or unparsable, its TLS settings are invalid or the CA file
+    /// cannot be read, or the schema name is invalid.
     pub fn from_args(g: &cli::GlobalArgs) -> Result<Self, ConfigError> {
-        let url = g
-            .database_url
-            .clone()
-            .filter(|u| !u.is_empty())
-            .ok_or(ConfigError::Missing(
-                "--database-url / NEXINGEST_DATABASE_URL",
-            ))?;
-        url.parse::<tokio_postgres::Config>()
-            .map_err(|e| invalid("database URL", e.to_string()))?;
+        let mut url =
+            g.database_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .ok_or(ConfigError::Missing(
+                    "--database-url / NEXINGEST_DATABASE_URL",
+                ))?;
+        if let Some(ca) = &g.db_sslrootcert {
+            url = crate::tls::with_root_cert(&url, ca)?;
+        }
+        let settings = crate::tls::parse_database_url(&url)?;
+        settings.tls.load_roots()?;
         Ok(DbConfig {
             url,
             schema: Schema::new(&g.schema)?,
@@ -711,5 +754,14 @@ mod tests {
             "postgres://u:***@h:5/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db?sslmode=verify-full&password=x&app=password"),
+            "postgres://u:***@h/db?sslmode=verify-full&password=***&app=password"
+        );
+        assert_eq!(
+            redact_url(r"host=h password = 'it\'s secret' user=u"),
+            "host=h password = *** user=u"
+        );
+        assert_eq!(redact_url("host=h password=s3cret"), "host=h password=***");
     }
 }

@@ -1,11 +1,12 @@
 //! Connections, the embedded versioned migrations, and the seed rows.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::catalog::DATASETS;
 use crate::config::{DbConfig, Schema};
 use crate::error::JobError;
+use crate::tls::{self, ConnectSettings};
 
 /// One embedded migration.
 struct Migration {
@@ -38,20 +39,14 @@ pub fn latest_version() -> i32 {
 /// or a hung server fails as transient (57014) instead of hanging the job.
 pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// A connection pool whose sessions use the configured schema (`search_path`), with timeouts on
-/// connecting, waiting for a pooled connection, and every statement.
+/// A connection pool whose sessions use the configured schema (`search_path`), over TLS as the
+/// URL's `sslmode`/`sslrootcert` say (see [`crate::tls`]), with timeouts on connecting, waiting
+/// for a pooled connection, and every statement.
 ///
 /// # Errors
-/// When the URL does not parse or the pool cannot be built.
+/// When the URL does not parse, its `sslrootcert` cannot be read, or the pool cannot be built.
 pub fn pool(cfg: &DbConfig, size: usize) -> Result<Pool, JobError> {
-    let mut pg: tokio_postgres::Config =
-        cfg.url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| JobError::Database {
-                message: format!("database URL: {e}"),
-                code: None,
-                transient: false,
-            })?;
+    let (mut pg, tls) = settings(&cfg.url)?;
     // The schema name is validated to [a-z0-9_], so it needs no escaping in the option. Every
     // statement is bounded (a COPY sets its own, longer, limit; `migrate` lifts it).
     pg.options(format!(
@@ -59,16 +54,9 @@ pub fn pool(cfg: &DbConfig, size: usize) -> Result<Pool, JobError> {
         cfg.schema.name(),
         STATEMENT_TIMEOUT.as_millis()
     ));
-    if pg.get_application_name().is_none() {
-        pg.application_name("nexingest");
-    }
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(std::time::Duration::from_secs(10));
-    }
-    pg.keepalives_idle(std::time::Duration::from_secs(30));
     let mgr = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -85,6 +73,45 @@ pub fn pool(cfg: &DbConfig, size: usize) -> Result<Pool, JobError> {
             code: None,
             transient: false,
         })
+}
+
+/// One connection outside a pool (tests, benchmarks, tools), with the same URL handling and TLS
+/// as [`pool`]; the connection task is spawned on the current runtime.
+///
+/// # Errors
+/// As [`pool`], and connection errors (with the TLS hints of [`crate::tls::hint`]).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, JobError> {
+    let (pg, tls) = settings(url)?;
+    let (client, conn) = pg.connect(tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The tokio-postgres configuration (defaults filled in) and the TLS connector of a URL.
+fn settings(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), JobError> {
+    let config_error = |e: crate::config::ConfigError| JobError::Database {
+        message: format!("database URL: {e}"),
+        code: None,
+        transient: false,
+    };
+    let ConnectSettings {
+        config: mut pg,
+        tls,
+    } = tls::parse_database_url(url).map_err(config_error)?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("nexingest");
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    pg.keepalives_idle(std::time::Duration::from_secs(30));
+    tracing::debug!(sslmode = %tls.mode, sslrootcert = ?tls.root_cert, "database TLS");
+    let connector = tls.connector().map_err(config_error)?;
+    Ok((pg, connector))
 }
 
 /// What `migrate` did.

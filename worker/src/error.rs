@@ -141,26 +141,36 @@ impl From<tokio_postgres::Error> for JobError {
     fn from(e: tokio_postgres::Error) -> Self {
         let code = e.code().map(|c| c.code().to_owned());
         // One classification for the worker and the loader (pgcopy): by SQLSTATE, else a
-        // closed connection or an I/O error (timeouts included) is transient.
-        let transient = pgcopy::pg_error_is_retryable(&e);
-        let message = match e.as_db_error() {
-            Some(db) => format!(
+        // closed connection or an I/O error (timeouts included) is transient; but a server
+        // certificate that does not verify is a setting to fix, not worth a retry.
+        let transient = pgcopy::pg_error_is_retryable(&e) && !crate::tls::is_verification_error(&e);
+        let mut message = match (e.as_db_error(), crate::tls::verification_message(&e)) {
+            (None, Some(why)) => why,
+            (Some(db), _) => format!(
                 "{} ({}){}",
                 db.message(),
                 db.code().code(),
                 db.detail().map(|d| format!(": {d}")).unwrap_or_default()
             ),
-            None => {
+            (None, None) => {
                 let mut s = e.to_string();
                 let mut src = std::error::Error::source(&e);
                 while let Some(inner) = src {
-                    s.push_str(": ");
-                    s.push_str(&inner.to_string());
+                    // tokio-postgres already displays its cause: add only what is new.
+                    let text = inner.to_string();
+                    if !s.contains(&text) {
+                        s.push_str(": ");
+                        s.push_str(&text);
+                    }
                     src = inner.source();
                 }
                 s
             }
         };
+        if let Some(hint) = crate::tls::hint(&e) {
+            message.push_str("; ");
+            message.push_str(hint);
+        }
         JobError::Database {
             message,
             code,

@@ -31,3 +31,4 @@ pub mod message;
 pub mod pipeline;
 pub mod queue;
 pub mod s3;
+pub mod tls;

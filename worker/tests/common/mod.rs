@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use tokio_postgres::NoTls;
 use worker::cli::{Cli, Command};
 use worker::config::{
     AwsConfig, AwsTimeouts, DbConfig, PipelineConfig, QueueRef, RunConfig, S3Access, Schema,
@@ -44,6 +43,48 @@ pub fn env() -> Option<Env> {
         _ => {
             eprintln!(
                 "SKIPPED: NEXINGEST_DATABASE_URL / NEXINGEST_AWS_ENDPOINT_URL not set (run `make test`)"
+            );
+            None
+        }
+    }
+}
+
+/// The TLS test setup of `scripts/services.sh` (ssl = on, a throwaway CA, a server certificate
+/// for `localhost` only, and a role admitted only over TLS).
+#[derive(Clone, Debug)]
+pub struct TlsEnv {
+    /// The main role's URL (`127.0.0.1`, no TLS settings).
+    pub db_url: String,
+    /// `postgres://nexingest_tls:PASSWORD@localhost:PORT/DB?hostaddr=127.0.0.1`: the
+    /// hostssl-only role (`localhost` is the name the certificate is checked against).
+    pub tls_url: String,
+    /// The CA that signed the server certificate.
+    pub ca: PathBuf,
+    /// A CA that did not.
+    pub other_ca: PathBuf,
+}
+
+/// The TLS setup, or `None` (after printing `SKIPPED: …`) outside CI.
+pub fn tls_env() -> Option<TlsEnv> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let keys = [
+        "NEXINGEST_DATABASE_URL",
+        "NEXINGEST_TEST_TLS_URL",
+        "NEXINGEST_TEST_CA",
+        "NEXINGEST_TEST_OTHER_CA",
+    ];
+    match keys.map(get) {
+        [Some(db_url), Some(tls_url), Some(ca), Some(other_ca)] => Some(TlsEnv {
+            db_url,
+            tls_url,
+            ca: ca.into(),
+            other_ca: other_ca.into(),
+        }),
+        _ if in_ci() => panic!("{} unset under CI=true; run `make test`", keys.join(" / ")),
+        _ => {
+            eprintln!(
+                "SKIPPED: {} not set (run `make test`, or eval \"$(scripts/services.sh env)\")",
+                keys.join(" / ")
             );
             None
         }
@@ -131,10 +172,7 @@ impl World {
         )
         .await
         .expect("create queue");
-        let (pg, conn) = tokio_postgres::connect(&env.db_url, NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
+        let pg = worker::db::connect(&env.db_url).await.expect("connect");
         pg.batch_execute(&format!("SET search_path TO {schema}"))
             .await
             .unwrap();
