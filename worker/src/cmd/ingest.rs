@@ -38,6 +38,9 @@ impl Observer for Bar {
                 self.0.set_position(n);
                 self.0.set_message("committed");
             }
+            Event::WaitingForSlot => self
+                .0
+                .set_message("waiting for a database load slot (--max-db-loads)"),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Stage 6: load, in one transaction.
 //!
+//! 0. With `--max-db-loads`, one of the fleet's load slots ([`super::throttle`]), held until
+//!    the transaction has committed or rolled back.
 //! 1. A transaction-level advisory lock on the data source serialises its loads; then the
-//!    identity check again: if another delivery finished this job meanwhile, nothing is
-//!    written ([`super::Loaded::superseded`]).
+//!    identity check again (for an S3-event job: this version of its object): if another
+//!    delivery finished this job meanwhile, nothing is written
+//!    ([`super::Loaded::superseded`]).
 //! 2. The job's cells are sorted against the data source's rows: **new** cells (no row) are
 //!    appended; cells whose row **lacks** one of the job's variables get it filled in
 //!    (`coalesce`, other columns untouched); cells whose row already holds all the job's
@@ -23,7 +26,7 @@ use nexdecode::{CellIndex, YearBlock};
 use pgcopy::{
     ColumnType, Columns, CopyBuffer, EncodeError, LoaderConfig, Strategy, Table, Validity,
 };
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::decode::{Decoded, NO_ROW, Rows};
 use super::plan::{self, CellPlan, JobPlan, PointIds};
@@ -54,7 +57,7 @@ impl Pipeline {
         let coords: Vec<(f64, f64)> = cells.iter().map(|&c| d.grid.coords(c)).collect();
         let tm = Instant::now();
         let ids = self.map_cell_ids(p.ids.dataset, &coords, false).await?;
-        info!(job = %spec.id(), phase = "map_cell", cells = ids.len(), ms = tm.elapsed().as_millis() as u64, "phase");
+        debug!(job = %spec.id(), phase = "map_cell", cells = ids.len(), ms = tm.elapsed().as_millis() as u64, "phase");
 
         // Where each planned point landed (NULL cell = unmatched, reported and kept).
         let mut unmatched = 0;
@@ -103,6 +106,26 @@ impl Pipeline {
             })
             .collect();
 
+        // The fleet's throttle: one of `--max-db-loads` slots for the whole transaction
+        // (declared before the connection's guard, so it is released after it).
+        let waited = attempt.slot_wait_ms.load(Ordering::Relaxed);
+        let tw = Instant::now();
+        let mut slot = match &self.slots {
+            Some(slots) if rows.is_some() => Some(
+                slots
+                    .acquire(&self.pool, p.data_source_id, &attempt.slot_wait_ms, || {
+                        attempt.emit(Event::WaitingForSlot)
+                    })
+                    .await?,
+            ),
+            _ => None,
+        };
+        let slot_wait_ms = if attempt.slot_wait_ms.load(Ordering::Relaxed) > waited {
+            tw.elapsed().as_millis() as u64
+        } else {
+            0
+        };
+
         let t = Instant::now();
         let mut guard = Detach::new(self.pool.get().await?);
         let tx = guard.client().transaction().await?;
@@ -114,8 +137,23 @@ impl Pipeline {
             &[&p.data_source_id],
         )
         .await?;
-        if !spec.update_existing && state::identity_done(&*tx, p.data_source_id, plan).await? {
-            info!(job = %spec.id(), "another delivery finished this job meanwhile; nothing written");
+        if let Some(s) = &mut slot {
+            // A failed load keeps its slot until this server process is done with it.
+            s.covers(tx.query_one("SELECT pg_backend_pid()", &[]).await?.get(0));
+        }
+        let done = match &spec.object {
+            // An S3 object is processed once per version (key + ETag), whatever else ran.
+            Some(o) => {
+                state::object_versions(&*tx, p.data_source_id, o)
+                    .await?
+                    .same
+            }
+            None => {
+                !spec.update_existing && state::identity_done(&*tx, p.data_source_id, plan).await?
+            }
+        };
+        if done {
+            debug!(job = %spec.id(), "another delivery finished this job meanwhile; nothing written");
             drop(tx);
             guard.keep();
             return Ok(Loaded {
@@ -182,7 +220,7 @@ impl Pipeline {
                 .await
                 .map_err(load_err)?;
             copied = stats.rows_copied;
-            info!(
+            debug!(
                 job = %spec.id(),
                 phase = "copy",
                 rows = stats.rows_copied,
@@ -304,8 +342,11 @@ impl Pipeline {
         }
         let tc = Instant::now();
         tx.commit().await?;
-        info!(job = %spec.id(), phase = "commit", ms = tc.elapsed().as_millis() as u64, "phase");
+        debug!(job = %spec.id(), phase = "commit", ms = tc.elapsed().as_millis() as u64, "phase");
         guard.keep();
+        if let Some(s) = slot {
+            s.release().await;
+        }
         attempt.emit(Event::Committed(copied));
         Ok(Loaded {
             data_source_id: p.data_source_id,
@@ -317,6 +358,7 @@ impl Pipeline {
             download_ms: d.download_ms,
             decode_ms: d.decode_ms,
             load_ms: t.elapsed().as_millis() as u64,
+            slot_wait_ms,
             unmatched,
             superseded: false,
         })
