@@ -962,4 +962,24 @@ mod tests {
         }
         assert!(release_visibility(&cfg, None, "x") <= Duration::from_secs(30));
     }
+
+    #[tokio::test]
+    async fn the_job_timeout_does_not_count_waits_for_a_load_slot() {
+        let waited = Arc::new(AtomicU64::new(0));
+        let limit = Duration::from_millis(150);
+        // 400 ms, of which 300 ms waiting for a slot: within 150 ms of work.
+        let w = Arc::clone(&waited);
+        let waits = async move {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                w.fetch_add(50, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            "done"
+        };
+        assert_eq!(timeout_excluding(limit, &waited, waits).await, Some("done"));
+        // 400 ms of work without waiting: timed out.
+        let busy = tokio::time::sleep(Duration::from_millis(400));
+        assert_eq!(timeout_excluding(limit, &waited, busy).await, None);
+    }
 }
