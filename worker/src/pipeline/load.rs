@@ -61,6 +61,7 @@ impl Pipeline {
 
         // Where each planned point landed (NULL cell = unmatched, reported and kept).
         let mut unmatched = 0;
+        let mut examples = String::new();
         let by_cell: HashMap<CellIndex, i64> =
             cells.iter().copied().zip(ids.iter().copied()).collect();
         let landed: Vec<(Option<i64>, Option<f32>)> = d
@@ -70,11 +71,25 @@ impl Pipeline {
                 let cid = m.cell.and_then(|c| by_cell.get(&c).copied());
                 if cid.is_none() {
                     unmatched += 1;
-                    warn!(job = %spec.id(), lat = m.lat, lon = m.lon, "location has no data cell within the search radius");
+                    debug!(job = %spec.id(), lat = m.lat, lon = m.lon, "location has no data cell within the search radius");
+                    if unmatched <= 3 {
+                        use std::fmt::Write as _;
+                        let sep = if examples.is_empty() { "" } else { " " };
+                        let _ = write!(examples, "{sep}({:.4},{:.4})", m.lat, m.lon);
+                    }
                 }
                 (cid, cid.map(|_| m.distance_km as f32))
             })
             .collect();
+        if unmatched > 0 {
+            // One line per job (each location at debug); they are kept with no cell.
+            warn!(
+                job = %spec.id(),
+                unmatched,
+                first = %examples,
+                "locations without a data cell within the search radius"
+            );
+        }
 
         let vars = plan.variables.clone();
         let mut cols: Vec<(String, ColumnType)> = vec![
