@@ -195,6 +195,53 @@ async fn two_workers_with_one_load_slot_never_overlap_their_copies() {
     w.cleanup().await;
 }
 
+/// A load that fails mid-COPY gives its slot back (once its server process is done), so the
+/// next job does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_load_gives_its_slot_back() {
+    let Some(env) = env() else { return };
+    let w = World::new(env, "slotback", 1, 60).await;
+    w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
+    w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
+        .await;
+    // Every NEX-GDDP row insert fails, after a few rows' worth of work.
+    w.pg.batch_execute(&format!(
+        "CREATE FUNCTION fail_nex_gddp() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           PERFORM pg_sleep(0.01);
+           IF (SELECT d.name FROM {s}.data_source ds JOIN {s}.dataset d ON d.id = ds.dataset_id
+               WHERE ds.id = NEW.data_source_id) = 'NEX-GDDP' THEN
+             RAISE EXCEPTION 'no NEX-GDDP today';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_nex_gddp BEFORE INSERT ON climate_data_year
+           FOR EACH ROW EXECUTE FUNCTION fail_nex_gddp();",
+        s = w.schema
+    ))
+    .await
+    .unwrap();
+    let mut cfg = w.run_config();
+    cfg.pipeline.max_db_loads = Some(1);
+    w.send_raw(&[NEX_GDDP_JOB]).await;
+    let s = consume(cfg.clone()).await;
+    assert_eq!(s.failed, 1, "{s:?}");
+    let t = Instant::now();
+    while status_json(&w).await["load_slots"]["in_use"] != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the failed load kept its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.send_raw(&[CMIP6_JOB]).await;
+    let t = Instant::now();
+    let s = consume(cfg).await;
+    assert_eq!(s.done, 1, "{s:?}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    w.cleanup().await;
+}
+
 /// A run with `--metrics emf`: one EMF line per message on stdout (a job, the same job again,
 /// an invalid message) and the worker's totals; on stderr one line per job at the default
 /// level, no per-phase lines, the summary once.

@@ -171,6 +171,9 @@ impl Pipeline {
             debug!(job = %spec.id(), "another delivery finished this job meanwhile; nothing written");
             drop(tx);
             guard.keep();
+            if let Some(s) = slot {
+                s.release().await;
+            }
             return Ok(Loaded {
                 data_source_id: p.data_source_id,
                 superseded: true,

@@ -17,8 +17,9 @@
 //!   data source id)`: `status` reads those from `pg_locks` and shows the data source as
 //!   `waiting` (and counts the slots in use), nothing to clean up after a crash.
 //! - After a commit the slot is released at once. After a failure or a cancellation it is
-//!   released once the load's server process has gone (an abandoned COPY or `INSERT … SELECT`
-//!   may keep the server busy after its client went away), at most [`DRAIN_LIMIT`] later.
+//!   released once the load's server process has gone or is idle (an abandoned COPY or
+//!   `INSERT … SELECT` may keep the server busy after its client went away), at most
+//!   [`DRAIN_LIMIT`] later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -147,8 +148,9 @@ impl LoadSlots {
     }
 }
 
-/// A held load slot. [`Slot::release`] after the commit; dropped unreleased (failure,
-/// cancellation), it is released once the load's server process has gone.
+/// A held load slot. [`Slot::release`] when the load transaction has ended cleanly; dropped
+/// unreleased (failure, cancellation), it is released once the load's server process has gone
+/// or is idle.
 pub struct Slot {
     client: Option<ClientWrapper>,
     slot: u32,
@@ -176,7 +178,7 @@ impl Slot {
         self.load_pid = Some(backend_pid);
     }
 
-    /// Releases the slot now (after the load committed).
+    /// Releases the slot now (the load committed, or ended without writing).
     pub async fn release(mut self) {
         self.released = true;
         if let Some(c) = self.client.take() {
@@ -205,8 +207,13 @@ impl Drop for Slot {
         rt.spawn(async move {
             let t = Instant::now();
             while t.elapsed() < DRAIN_LIMIT {
+                // Busy: running a statement or still inside the transaction.
                 let alive = client
-                    .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                    .query_opt(
+                        "SELECT 1 FROM pg_stat_activity
+                         WHERE pid = $1 AND state IS DISTINCT FROM 'idle'",
+                        &[&pid],
+                    )
                     .await;
                 if !matches!(alive, Ok(Some(_))) {
                     break;
