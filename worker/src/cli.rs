@@ -161,7 +161,8 @@ pub enum Command {
     Enqueue(EnqueueArgs),
 
     /// Consume jobs from SQS until stopped (SIGTERM/SIGINT drain) or, with `--until-empty`,
-    /// until the queue is empty.
+    /// until the queue is empty. Besides job messages, the queue may receive S3
+    /// `ObjectCreated` event notifications of dataset files (see `--event-locations`).
     Run(RunArgs),
 
     /// Run the pipeline on local NetCDF files (no AWS): one job from the given files or a
