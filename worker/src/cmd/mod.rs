@@ -33,10 +33,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enqueue(a) => {
             let cfg = enqueue::EnqueueConfig::from_args(g, a)?;
             let n = enqueue::run(&cfg).await?;
+            // A real send logs `enqueued` with the queue and the count (once).
             if cfg.dry_run {
                 println!("{n} jobs (dry run, nothing sent)");
-            } else {
-                println!("queued {n} jobs");
             }
             Ok(ExitCode::SUCCESS)
         }

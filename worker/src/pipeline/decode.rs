@@ -124,7 +124,12 @@ impl Pipeline {
                 if let Some(coords) = warm_coords {
                     let t = Instant::now();
                     self.map_cell_ids(dataset_id, &coords, true).await?;
-                    debug!(job = %spec.id(), phase = "map_cell_prefetch", cells = coords.len(), ms = t.elapsed().as_millis() as u64, "phase");
+                    debug!(
+                        phase = "map_cell_prefetch",
+                        cells = coords.len(),
+                        ms = t.elapsed().as_millis() as u64,
+                        "phase"
+                    );
                 }
                 Ok::<_, JobError>(())
             };

@@ -57,7 +57,12 @@ impl Pipeline {
         let coords: Vec<(f64, f64)> = cells.iter().map(|&c| d.grid.coords(c)).collect();
         let tm = Instant::now();
         let ids = self.map_cell_ids(p.ids.dataset, &coords, false).await?;
-        debug!(job = %spec.id(), phase = "map_cell", cells = ids.len(), ms = tm.elapsed().as_millis() as u64, "phase");
+        debug!(
+            phase = "map_cell",
+            cells = ids.len(),
+            ms = tm.elapsed().as_millis() as u64,
+            "phase"
+        );
 
         // Where each planned point landed (NULL cell = unmatched, reported and kept).
         let mut unmatched = 0;
@@ -71,7 +76,11 @@ impl Pipeline {
                 let cid = m.cell.and_then(|c| by_cell.get(&c).copied());
                 if cid.is_none() {
                     unmatched += 1;
-                    debug!(job = %spec.id(), lat = m.lat, lon = m.lon, "location has no data cell within the search radius");
+                    debug!(
+                        lat = m.lat,
+                        lon = m.lon,
+                        "location has no data cell within the search radius"
+                    );
                     if unmatched <= 3 {
                         use std::fmt::Write as _;
                         let sep = if examples.is_empty() { "" } else { " " };
@@ -84,7 +93,6 @@ impl Pipeline {
         if unmatched > 0 {
             // One line per job (each location at debug); they are kept with no cell.
             warn!(
-                job = %spec.id(),
                 unmatched,
                 first = %examples,
                 "locations without a data cell within the search radius"
@@ -168,7 +176,7 @@ impl Pipeline {
             }
         };
         if done {
-            debug!(job = %spec.id(), "another delivery finished this job meanwhile; nothing written");
+            debug!("another delivery finished this job meanwhile; nothing written");
             drop(tx);
             guard.keep();
             if let Some(s) = slot {
@@ -239,7 +247,6 @@ impl Pipeline {
                 .map_err(load_err)?;
             copied = stats.rows_copied;
             debug!(
-                job = %spec.id(),
                 phase = "copy",
                 rows = stats.rows_copied,
                 new = n_new,
@@ -360,7 +367,11 @@ impl Pipeline {
         }
         let tc = Instant::now();
         tx.commit().await?;
-        debug!(job = %spec.id(), phase = "commit", ms = tc.elapsed().as_millis() as u64, "phase");
+        debug!(
+            phase = "commit",
+            ms = tc.elapsed().as_millis() as u64,
+            "phase"
+        );
         guard.keep();
         if let Some(s) = slot {
             s.release().await;
