@@ -180,7 +180,8 @@ fn nexingest(bin: &Path, db: &Db) -> Command {
         .env("NEXINGEST_LOG_FORMAT", "text")
         .env(
             "NEXINGEST_LOG",
-            std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
+            // The per-phase lines (map_cell, copy, commit) are at debug.
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "info,worker=debug".into()),
         )
         .env_remove("RUST_LOG");
     c

@@ -282,6 +282,7 @@ impl GridFile {
     ) -> Result<(), DecodeError> {
         let _span = tracing::debug_span!("decode_year", path = %self.path.display(), var = %self.info.name, year)
             .entered();
+        let started = std::time::Instant::now();
         let (mut values, _) = std::mem::take(&mut block.values).into_raw_vec_and_offset();
         block.cells.clear();
         let mut kept = Vec::new();
@@ -294,7 +295,12 @@ impl GridFile {
                 return Err(e);
             }
         };
-        tracing::debug!(cells = kept.len(), days, "decoded");
+        tracing::debug!(
+            cells = kept.len(),
+            days,
+            ms = started.elapsed().as_millis() as u64,
+            "decoded"
+        );
         block.variable.clone_from(&self.info.name);
         block.units.clone_from(&self.info.units);
         block.year = year;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{AwsTimeouts, S3Access};
+use crate::metrics::MetricsFormat;
 
 /// nexingest: load NEX-GDDP, LOCA and NEX-GDDP-CMIP6 daily grids into PostgreSQL.
 ///
@@ -185,7 +186,8 @@ pub enum Command {
     Enqueue(EnqueueArgs),
 
     /// Consume jobs from SQS until stopped (SIGTERM/SIGINT drain) or, with `--until-empty`,
-    /// until the queue is empty.
+    /// until the queue is empty. Besides job messages, the queue may receive S3
+    /// `ObjectCreated` event notifications of dataset files (see `--event-locations`).
     Run(RunArgs),
 
     /// Run the pipeline on local NetCDF files (no AWS): one job from the given files or a
@@ -312,6 +314,18 @@ pub struct RunArgs {
     /// Largest release visibility (seconds) after transient failures.
     #[arg(long, env = "NEXINGEST_RETRY_VISIBILITY_MAX", default_value_t = 900)]
     pub retry_visibility_max: u32,
+    /// Metrics: `emf` writes a CloudWatch Embedded Metric Format JSON line to stdout per
+    /// message (rows, bytes, download/decode/load seconds, queue wait, outcome; dimensions
+    /// dataset and scenario) and the worker's totals when it stops.
+    #[arg(long, env = "NEXINGEST_METRICS", value_enum, default_value_t = MetricsFormat::None)]
+    pub metrics: MetricsFormat,
+    /// CloudWatch namespace of the metrics.
+    #[arg(long, env = "NEXINGEST_METRICS_NAMESPACE", default_value = "nexingest")]
+    pub metrics_namespace: String,
+    /// Location source of the jobs made from S3 `ObjectCreated` event notifications (`all`,
+    /// `cities`, `cities:SOURCE`, `geojson:URL`, `boundary:URL`).
+    #[arg(long, env = "NEXINGEST_EVENT_LOCATIONS", default_value = "cities")]
+    pub event_locations: String,
 }
 
 /// Tuning shared by `run` and `ingest`.
@@ -335,9 +349,16 @@ pub struct PipelineArgs {
     /// data cell.
     #[arg(long, env = "NEXINGEST_SEARCH_RADIUS_KM", default_value_t = 50.0)]
     pub search_radius_km: f64,
-    /// Seconds a single job may take before it is abandoned (rolled back) as transient.
+    /// Seconds a single job may take before it is abandoned (rolled back) as transient
+    /// (time spent waiting for a `--max-db-loads` slot does not count).
     #[arg(long, env = "NEXINGEST_JOB_TIMEOUT", default_value_t = 3600)]
     pub job_timeout: u64,
+    /// Fleet-wide throttle: at most this many load transactions (COPYs) in flight at once
+    /// across every worker and `ingest` using the same schema (PostgreSQL advisory-lock
+    /// slots). A job waits for a free slot after decoding, keeps its message's heartbeat and
+    /// shows as `waiting` in `status`. Unset: no limit. Give every worker the same value.
+    #[arg(long, env = "NEXINGEST_MAX_DB_LOADS", value_name = "N")]
+    pub max_db_loads: Option<u32>,
 }
 
 /// `ingest` flags.

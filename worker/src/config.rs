@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::catalog::Dataset;
 use crate::cli;
+use crate::message::LocationSource;
+use crate::metrics::MetricsFormat;
 
 /// A configuration error, reported before any connection is made.
 #[derive(Debug, thiserror::Error)]
@@ -443,8 +445,10 @@ pub struct PipelineConfig {
     pub download_part: u64,
     /// Nearest-data-cell search radius, km.
     pub search_radius_km: f64,
-    /// Per-job time limit.
+    /// Per-job time limit (waits for a load slot excluded).
     pub job_timeout: Duration,
+    /// Load transactions allowed in flight at once across the fleet (`None`: no limit).
+    pub max_db_loads: Option<u32>,
 }
 
 impl PipelineConfig {
@@ -468,6 +472,17 @@ impl PipelineConfig {
         if p.job_timeout == 0 {
             return Err(invalid("--job-timeout", "must be positive"));
         }
+        if let Some(n) = p.max_db_loads
+            && !(1..=crate::pipeline::throttle::MAX_SLOTS).contains(&n)
+        {
+            return Err(invalid(
+                "--max-db-loads",
+                format!(
+                    "{n}: use 1..={} (unset for no limit)",
+                    crate::pipeline::throttle::MAX_SLOTS
+                ),
+            ));
+        }
         let work_dir = p.work_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(PipelineConfig {
             memory_budget: p.memory_budget_mb * 1024 * 1024,
@@ -476,6 +491,7 @@ impl PipelineConfig {
             download_part: p.download_part_mb * 1024 * 1024,
             search_radius_km: p.search_radius_km,
             job_timeout: Duration::from_secs(p.job_timeout),
+            max_db_loads: p.max_db_loads,
         })
     }
 }
@@ -544,6 +560,12 @@ pub struct RunConfig {
     pub retry_visibility_max: Duration,
     /// This worker's name in the ledger (host/pid).
     pub worker_id: String,
+    /// Metrics output.
+    pub metrics: MetricsFormat,
+    /// CloudWatch namespace of the metrics.
+    pub metrics_namespace: String,
+    /// Location source of S3-event jobs.
+    pub event_locations: LocationSource,
 }
 
 impl RunConfig {
@@ -582,6 +604,21 @@ impl RunConfig {
         let wait_time = Duration::from_secs(r.wait_time.into());
         let aws = AwsConfig::from_args(&r.aws)?;
         aws.timeouts.check_long_poll(wait_time)?;
+        let event_locations = LocationSource::parse(&r.event_locations, Some(&aws), false)
+            .map_err(|e| invalid("--event-locations", e))?;
+        let ns = r.metrics_namespace.trim();
+        if ns.is_empty()
+            || ns.len() > 255
+            || ns.starts_with(':')
+            || !ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_/#:".contains(&b))
+        {
+            return Err(invalid(
+                "--metrics-namespace",
+                format!("{ns:?}: 1-255 of letters, digits and . - _ / # :"),
+            ));
+        }
         Ok(RunConfig {
             db: DbConfig::from_args(g)?,
             aws,
@@ -597,6 +634,9 @@ impl RunConfig {
             retry_visibility: Duration::from_secs(r.retry_visibility.into()),
             retry_visibility_max: Duration::from_secs(r.retry_visibility_max.into()),
             worker_id: worker_id(),
+            metrics: r.metrics,
+            metrics_namespace: ns.to_owned(),
+            event_locations,
         })
     }
 }

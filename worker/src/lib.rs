@@ -28,6 +28,7 @@ pub mod error;
 pub mod locations;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod pipeline;
 pub mod queue;
 pub mod s3;

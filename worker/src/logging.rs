@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stderr, text or JSON lines (CloudWatch), filter from `RUST_LOG` or
 //! `--log`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, LogFormat};
@@ -22,6 +24,10 @@ pub fn init(g: &GlobalArgs) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // Colours only on a terminal: logs sent to a file or a collector stay plain text.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }

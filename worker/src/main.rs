@@ -6,10 +6,15 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = worker::cli::Cli::parse();
     worker::logging::init(&cli.global);
+    let json = cli.global.log_format == worker::cli::LogFormat::Json;
     match run(cli) {
         Ok(code) => code,
-        Err(err) => {
+        // Once: a JSON log line for CloudWatch, or a plain line for a terminal.
+        Err(err) if json => {
             tracing::error!(error = format!("{err:#}"), "failed");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

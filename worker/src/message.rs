@@ -17,6 +17,14 @@
 //! ```
 //! `scenario_id`/`model_id` are ids in this database; locations default to the `location`
 //! table ("cities"), as the old `run_jobs` did.
+//!
+//! S3 event notifications (what S3 sends to SQS, also wrapped in an SNS notification): an
+//! `ObjectCreated:*` record of one object, whose key is parsed with the dataset profiles
+//! ([`nexdecode::profile::FileKey`], [`Dataset::key_matches`]) into (dataset, variable,
+//! scenario, model, year); the bucket must be allowed. The job ([`ObjectEvent::job`]) is that
+//! data source, that one variable and the location source of `NEXINGEST_EVENT_LOCATIONS`,
+//! read from exactly that key; its identity carries the object's ETag ([`SourceObject`]).
+//! S3's `s3:TestEvent` parses as [`Message::S3TestEvent`] (the worker deletes it).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -213,6 +221,74 @@ pub struct JobSpec {
     pub update_existing: bool,
     /// Bucket override (allowed).
     pub bucket: Option<String>,
+    /// The S3 object an S3-event job reads (its one variable's file, exactly this key).
+    pub object: Option<SourceObject>,
+}
+
+/// The S3 object behind an S3-event job, and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceObject {
+    /// Bucket (allowed).
+    pub bucket: String,
+    /// Key (decoded).
+    pub key: String,
+    /// The variable the object holds.
+    pub variable: &'static str,
+    /// The object's ETag (quotes removed); S3's version id or event sequencer when the
+    /// event carries no ETag.
+    pub version: String,
+    /// Size in bytes, as the event reported it.
+    pub size: Option<u64>,
+}
+
+impl SourceObject {
+    /// `s3://bucket/key#version`: ends the job's identity key, so one version of an object is
+    /// processed once.
+    pub fn identity(&self) -> String {
+        format!("{}{}", self.identity_base(), self.version)
+    }
+
+    /// `s3://bucket/key#`: what every version's identity starts with.
+    pub fn identity_base(&self) -> String {
+        format!("s3://{}/{}#", self.bucket, self.key)
+    }
+}
+
+/// An S3 `ObjectCreated` event of a dataset file, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    /// The object.
+    pub object: SourceObject,
+    /// `ObjectCreated:Put`, `ObjectCreated:CompleteMultipartUpload`, …
+    pub event_name: String,
+    /// When S3 saw the object created (ISO 8601), if the event says.
+    pub event_time: Option<String>,
+    /// Dataset.
+    pub dataset: Dataset,
+    /// Canonical scenario.
+    pub scenario: &'static str,
+    /// Canonical model.
+    pub model: &'static str,
+    /// Year.
+    pub year: i32,
+}
+
+impl ObjectEvent {
+    /// The job: this data source, the object's one variable, `locations`, read from exactly
+    /// the event's bucket and key.
+    pub fn job(&self, locations: LocationSource) -> JobSpec {
+        JobSpec {
+            dataset: self.dataset,
+            scenario: self.scenario,
+            model: self.model,
+            year: self.year,
+            variables: vec![self.object.variable],
+            locations,
+            update_existing: false,
+            bucket: Some(self.object.bucket.clone()),
+            object: Some(self.object.clone()),
+        }
+    }
 }
 
 impl JobSpec {
@@ -273,6 +349,7 @@ impl JobSpec {
             locations,
             update_existing,
             bucket,
+            object: None,
         })
     }
 
@@ -400,6 +477,10 @@ pub enum Message {
     Native(JobSpec),
     /// Old form: validated except for the ids, which need the database.
     Legacy(LegacyJob),
+    /// An S3 `ObjectCreated` event of a dataset file.
+    S3Object(Box<ObjectEvent>),
+    /// S3's `s3:TestEvent`, sent when a bucket's notifications are configured: no job.
+    S3TestEvent,
 }
 
 /// Parses and validates a message body.
@@ -419,6 +500,23 @@ pub fn parse(body: &str, aws: &AwsConfig) -> Result<Message, JobError> {
     let obj = value
         .as_object()
         .ok_or_else(|| inv("not a JSON object".into()))?;
+    // S3 → SNS → SQS: the S3 event is the notification's `Message`.
+    if obj.get("Type").and_then(|t| t.as_str()) == Some("Notification")
+        && let Some(inner) = obj.get("Message").and_then(|m| m.as_str())
+        && obj.contains_key("TopicArn")
+    {
+        let inner: serde_json::Value = serde_json::from_str(inner)
+            .map_err(|e| inv(format!("SNS notification: Message is not JSON: {e}")))?;
+        return match inner.as_object() {
+            Some(o) if is_s3_event(o) => parse_s3_event(o, aws),
+            _ => Err(inv(
+                "SNS notification whose Message is not an S3 event".into()
+            )),
+        };
+    }
+    if is_s3_event(obj) {
+        return parse_s3_event(obj, aws);
+    }
     if obj.contains_key("scenario_id") || obj.contains_key("model_id") {
         let b: LegacyBody =
             serde_json::from_value(value).map_err(|e| inv(format!("old-system message: {e}")))?;
@@ -479,6 +577,113 @@ pub fn parse(body: &str, aws: &AwsConfig) -> Result<Message, JobError> {
             Some(aws),
         )?))
     }
+}
+
+fn is_s3_event(obj: &serde_json::Map<String, serde_json::Value>) -> bool {
+    obj.contains_key("Records") || obj.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent")
+}
+
+/// An S3 event notification: `s3:TestEvent`, or one `ObjectCreated` record of a dataset
+/// file in an allowed bucket.
+fn parse_s3_event(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    aws: &AwsConfig,
+) -> Result<Message, JobError> {
+    let inv = JobError::InvalidMessage;
+    if obj.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        return Ok(Message::S3TestEvent);
+    }
+    let records = obj
+        .get("Records")
+        .and_then(|r| r.as_array())
+        .ok_or_else(|| inv("S3 event: Records is not an array".into()))?;
+    let [record] = records.as_slice() else {
+        return Err(inv(format!(
+            "S3 event with {} records (one per message expected)",
+            records.len()
+        )));
+    };
+    let field = |path: &[&str]| -> Option<&serde_json::Value> {
+        path.iter().try_fold(record, |v, k| v.get(*k))
+    };
+    let text = |path: &[&str]| field(path).and_then(|v| v.as_str());
+    if let Some(src) = text(&["eventSource"])
+        && src != "aws:s3"
+    {
+        return Err(inv(format!("event source {src:?} is not aws:s3")));
+    }
+    let name = text(&["eventName"]).unwrap_or_default();
+    if !name.starts_with("ObjectCreated:") {
+        return Err(inv(format!(
+            "S3 event {name:?} is not an ObjectCreated event"
+        )));
+    }
+    let bucket = text(&["s3", "bucket", "name"])
+        .ok_or_else(|| inv("S3 event without s3.bucket.name".into()))?;
+    let raw_key = text(&["s3", "object", "key"])
+        .ok_or_else(|| inv("S3 event without s3.object.key".into()))?;
+    // Event keys are URL-encoded with `+` for spaces.
+    let key = percent_decode(&raw_key.replace('+', " "))
+        .ok_or_else(|| inv(format!("S3 event key {raw_key:?}: bad percent-encoding")))?;
+    if !aws.bucket_allowed(bucket) {
+        return Err(inv(format!(
+            "s3://{bucket}/{key}: bucket {bucket:?} is not on the allow-list"
+        )));
+    }
+    let version = ["eTag", "versionId", "sequencer"]
+        .iter()
+        .find_map(|k| text(&["s3", "object", k]).filter(|v| !v.is_empty()))
+        .map(|v| v.trim_matches('"').to_owned())
+        .ok_or_else(|| inv(format!("s3://{bucket}/{key}: event without an eTag")))?;
+    let size = field(&["s3", "object", "size"]).and_then(|v| v.as_u64());
+    let what = format!("s3://{bucket}/{key}");
+    let fk = nexdecode::profile::FileKey::parse(&key).ok_or_else(|| {
+        inv(format!(
+            "{what}: not a file of a known dataset (NEX-GDDP, LOCA, NEX-GDDP-CMIP6 file names)"
+        ))
+    })?;
+    let dataset = Dataset::from(fk.dataset);
+    let (scenario, first, last) = dataset.scenario(&fk.scenario).ok_or_else(|| {
+        inv(format!(
+            "{what}: unknown {dataset} scenario {:?}",
+            fk.scenario
+        ))
+    })?;
+    let model = dataset
+        .model(&fk.model)
+        .ok_or_else(|| inv(format!("{what}: unknown {dataset} model {:?}", fk.model)))?;
+    if !(first..=last).contains(&fk.year) {
+        return Err(inv(format!(
+            "{what}: year {} out of range for {dataset} {scenario} ({first}-{last})",
+            fk.year
+        )));
+    }
+    let variable = catalog::canonical_variable(&fk.variable)
+        .ok_or_else(|| inv(format!("{what}: variable {:?} is not allowed", fk.variable)))?;
+    if dataset
+        .key_matches(&key, scenario, model, fk.year, variable)
+        .is_none()
+    {
+        return Err(inv(format!(
+            "{what}: does not follow the {dataset} key template (expected {})",
+            dataset.key(scenario, model, fk.year, variable)
+        )));
+    }
+    Ok(Message::S3Object(Box::new(ObjectEvent {
+        object: SourceObject {
+            bucket: bucket.to_owned(),
+            key,
+            variable,
+            version,
+            size,
+        },
+        event_name: name.to_owned(),
+        event_time: text(&["eventTime"]).map(str::to_owned),
+        dataset,
+        scenario,
+        model,
+        year: fk.year,
+    })))
 }
 
 /// Resolves an old-system job's ids against the database catalog.
@@ -642,5 +847,115 @@ mod tests {
         assert!(parse_s3_url("https://s3.amazonaws.com.evil.com/b-1/k").is_err());
         assert!(parse_s3_url("https://s3.amazonaws.com/b-1/k?x=1").is_err());
         assert!(parse_s3_url("s3://b-1/../k").is_err());
+    }
+
+    fn s3_event(bucket: &str, key: &str, name: &str) -> String {
+        serde_json::json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2026-01-02T03:04:05.000Z", "eventName": name,
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "c",
+                   "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                   "object": {"key": key, "size": 1234, "eTag": "0123abcd", "sequencer": "00A"}}
+        }]})
+        .to_string()
+    }
+
+    #[test]
+    fn s3_object_created_events_become_one_variable_jobs() {
+        let key =
+            "NEX-GDDP/BCSD/rcp85/day/atmos/pr/r1i1p1/v1.0/pr_day_BCSD_rcp85_r1i1p1_CCSM4_2050.nc";
+        let m = parse(&s3_event("nasanex", key, "ObjectCreated:Put"), &aws()).unwrap();
+        let Message::S3Object(ev) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            (ev.dataset, ev.scenario, ev.model, ev.year),
+            (Dataset::NexGddp, "rcp85", "CCSM4", 2050)
+        );
+        assert_eq!(ev.object.identity(), format!("s3://nasanex/{key}#0123abcd"));
+        let job = ev.job(LocationSource::Cities(None));
+        assert_eq!(job.variables, ["pr"]);
+        assert_eq!(job.bucket.as_deref(), Some("nasanex"));
+        assert_eq!(job.id(), "NEX-GDDP/rcp85/CCSM4/2050");
+        assert!(!job.update_existing);
+
+        // URL-encoded keys (`+` is a space, %2F a slash), CMIP6 version suffixes and grids.
+        let k6 = "NEX-GDDP-CMIP6/CNRM-CM6-1/ssp245/r1i1p1f2/tas/tas_day_CNRM-CM6-1_ssp245_r1i1p1f2_gr_2050_v1.1.nc";
+        let enc = k6.replace('/', "%2F");
+        let Message::S3Object(ev) = parse(
+            &s3_event(
+                "nex-gddp-cmip6",
+                &enc,
+                "ObjectCreated:CompleteMultipartUpload",
+            ),
+            &aws(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(ev.object.key, k6);
+        assert_eq!((ev.model, ev.object.variable), ("CNRM-CM6-1", "tas"));
+
+        // Wrapped in an SNS notification.
+        let sns =
+            serde_json::json!({"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+            "Message": s3_event("nasanex", key, "ObjectCreated:Copy")})
+            .to_string();
+        assert!(matches!(parse(&sns, &aws()).unwrap(), Message::S3Object(_)));
+    }
+
+    #[test]
+    fn s3_test_events_and_bad_events() {
+        let t = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-01-02T03:04:05.000Z","Bucket":"nasanex"}"#;
+        assert_eq!(parse(t, &aws()).unwrap(), Message::S3TestEvent);
+        let key =
+            "NEX-GDDP/BCSD/rcp85/day/atmos/pr/r1i1p1/v1.0/pr_day_BCSD_rcp85_r1i1p1_CCSM4_2050.nc";
+        assert!(reason(&s3_event("elsewhere", key, "ObjectCreated:Put")).contains("allow-list"));
+        assert!(
+            reason(&s3_event("nasanex", key, "ObjectRemoved:Delete"))
+                .contains("not an ObjectCreated")
+        );
+        assert!(
+            reason(&s3_event(
+                "nasanex",
+                "incoming/readme.txt",
+                "ObjectCreated:Put"
+            ))
+            .contains("not a file of a known dataset")
+        );
+        assert!(
+            reason(&s3_event(
+                "nasanex",
+                &key.replace("CCSM4", "Nope"),
+                "ObjectCreated:Put"
+            ))
+            .contains("unknown NEX-GDDP model")
+        );
+        assert!(
+            reason(&s3_event(
+                "nasanex",
+                &key.replace("2050", "1990"),
+                "ObjectCreated:Put"
+            ))
+            .contains("out of range")
+        );
+        assert!(
+            reason(&s3_event(
+                "nasanex",
+                &key.replace("/pr/", "/prx/").replace("pr_day", "secret_day"),
+                "ObjectCreated:Put"
+            ))
+            .contains("not allowed")
+        );
+        assert!(
+            reason(&s3_event(
+                "nasanex",
+                &format!("other/{key}"),
+                "ObjectCreated:Put"
+            ))
+            .contains("key template")
+        );
+        let two = s3_event("nasanex", key, "ObjectCreated:Put").replace("}]}", "},{}]}");
+        assert!(reason(&two).contains("2 records"));
     }
 }

@@ -469,7 +469,7 @@ pub async fn run(cfg: &EnqueueConfig) -> anyhow::Result<EnqueueReport> {
         None => queue::resolve_url(&clients.sqs, &cfg.queue).await?,
     };
     let n = queue::send_all(&clients.sqs, &url, &bodies).await?;
-    tracing::info!(queue = %url, jobs = n, "enqueued");
+    tracing::debug!(queue = %url, jobs = n, "enqueued");
     Ok(report(n))
 }
 

@@ -153,7 +153,8 @@ pub async fn run(
     let tx = client.transaction().await.map_err(JobError::from)?;
     let (inserted, updated) = upsert(&*tx, &source, &points.locations).await?;
     tx.commit().await.map_err(JobError::from)?;
-    tracing::info!(source = %source, inserted, updated, skipped = points.bad.len(), "locations imported");
+    // `nexingest import-locations` prints the report; the log line is for embedders.
+    tracing::debug!(source = %source, inserted, updated, skipped = points.bad.len(), "locations imported");
     Ok(ImportReport {
         source,
         inserted,

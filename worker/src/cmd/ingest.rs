@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing::Instrument;
 
 use crate::cli::IngestArgs;
 use crate::config::{DbConfig, PipelineConfig, worker_id};
@@ -38,6 +39,9 @@ impl Observer for Bar {
                 self.0.set_position(n);
                 self.0.set_message("committed");
             }
+            Event::WaitingForSlot => self
+                .0
+                .set_message("waiting for a database load slot (--max-db-loads)"),
         }
     }
 }
@@ -94,8 +98,10 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
     };
     let started = Started::now();
     let t = Instant::now();
+    // The pipeline's lines carry the job from this span (as the consumer's do).
     let r = pl
         .execute(&spec, &prepared, &plan, &Inputs::Local(files), &attempt)
+        .instrument(tracing::info_span!("job", job = %spec.id()))
         .await;
     bar.finish_and_clear();
     match r {

@@ -11,6 +11,7 @@ use crate::error::JobError;
 pub async fn run(db: &DbConfig) -> Result<MigrateReport, JobError> {
     let pool = db::pool(db, 1)?;
     let r = db::migrate(&pool, &db.schema).await?;
-    tracing::info!(schema = %db.schema, version = r.version, applied = ?r.applied, "migrated");
+    // `nexingest migrate` prints the report; the log line is for embedders.
+    tracing::debug!(schema = %db.schema, version = r.version, applied = ?r.applied, "migrated");
     Ok(r)
 }

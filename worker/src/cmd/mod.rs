@@ -56,15 +56,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(a) => {
             let cfg = RunConfig::from_args(g, a)?;
-            let summary = run::run(cfg, shutdown_signal()).await?;
-            tracing::info!(
-                done = summary.done,
-                skipped = summary.skipped,
-                failed = summary.failed,
-                released = summary.released,
-                rejected = summary.rejected,
-                "worker stopped"
-            );
+            // `run` logs its summary (and writes its metrics' totals) when it stops.
+            run::run(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(a) => {

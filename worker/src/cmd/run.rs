@@ -14,7 +14,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
@@ -29,6 +30,7 @@ use crate::aws::{self, error_chain};
 use crate::config::RunConfig;
 use crate::error::JobError;
 use crate::message::{self, JobSpec};
+use crate::metrics::{JobMetrics, Metrics};
 use crate::pipeline::state::Started;
 use crate::pipeline::{self, Attempt, CommitGate, Inputs, Pipeline, Prepared};
 use crate::{db, queue};
@@ -46,6 +48,8 @@ pub struct RunSummary {
     pub released: u64,
     /// Invalid messages (nothing written; left for the DLQ).
     pub rejected: u64,
+    /// Messages that are no job (S3's test event), deleted.
+    pub ignored: u64,
 }
 
 /// How one delivery ended.
@@ -56,6 +60,123 @@ enum Outcome {
     Failed,
     Released,
     Rejected,
+    Ignored,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::Released => "released",
+            Outcome::Rejected => "rejected",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// What one delivery did: its one log line and its metrics.
+struct Report {
+    outcome: Outcome,
+    loaded: Option<pipeline::Loaded>,
+    data_source: Option<i64>,
+    reason: Option<String>,
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1e3
+}
+
+impl Report {
+    fn new(outcome: Outcome) -> Self {
+        Report {
+            outcome,
+            loaded: None,
+            data_source: None,
+            reason: None,
+        }
+    }
+
+    fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    fn data_source(mut self, id: i64) -> Self {
+        self.data_source = Some(id);
+        self
+    }
+
+    /// The delivery's one line at the default level (phases are at `debug`).
+    fn log(&self) {
+        let outcome = self.outcome.as_str();
+        let reason = self.reason.as_deref().unwrap_or("");
+        match (self.outcome, &self.loaded) {
+            (Outcome::Done, Some(l)) => info!(
+                outcome,
+                data_source = l.data_source_id,
+                rows = l.rows,
+                new = l.rows_new,
+                updated = l.rows_updated,
+                mb = (l.bytes as f64 / 1e5).round() / 10.0,
+                download_s = secs(l.download_ms),
+                decode_s = secs(l.decode_ms),
+                load_s = secs(l.load_ms),
+                slot_wait_s = secs(l.slot_wait_ms),
+                unmatched = l.unmatched,
+                "job done"
+            ),
+            (Outcome::Skipped, _) => info!(
+                outcome,
+                data_source = self.data_source,
+                "job already done; delivery dropped"
+            ),
+            (Outcome::Ignored, _) => info!(outcome, reason, "not a job; deleted"),
+            (Outcome::Failed, _) => error!(outcome, reason, "job failed permanently"),
+            (Outcome::Rejected, _) => warn!(outcome, reason, "message rejected"),
+            _ => warn!(outcome, reason, "job released"),
+        }
+    }
+
+    fn metrics(
+        &self,
+        spec: Option<&JobSpec>,
+        message_id: &str,
+        receive_count: Option<i32>,
+        queue_wait_s: Option<f64>,
+        took: Duration,
+    ) -> JobMetrics {
+        let l = self.loaded.clone().unwrap_or_default();
+        JobMetrics {
+            outcome: self.outcome.as_str(),
+            dataset: spec.map(|s| s.dataset.name().to_owned()),
+            scenario: spec.map(|s| s.scenario.to_owned()),
+            model: spec.map(|s| s.model.to_owned()),
+            year: spec.map(|s| s.year),
+            data_source: self.data_source,
+            message_id: Some(message_id.to_owned()),
+            receive_count,
+            object: spec.and_then(|s| s.object.as_ref()).map(|o| o.identity()),
+            reason: self.reason.clone(),
+            rows: l.rows,
+            rows_new: l.rows_new,
+            rows_updated: l.rows_updated,
+            bytes: l.bytes,
+            download_s: secs(l.download_ms),
+            decode_s: secs(l.decode_ms),
+            load_s: secs(l.load_ms),
+            slot_wait_s: secs(l.slot_wait_ms),
+            queue_wait_s,
+            job_s: took.as_secs_f64(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Ctx {
@@ -66,6 +187,7 @@ struct Ctx {
     pipeline: Pipeline,
     budget: Arc<Semaphore>,
     budget_mb: u32,
+    metrics: Metrics,
 }
 
 /// Consumes the queue until `shutdown` resolves (or, with `until_empty`, until a receive
@@ -115,12 +237,14 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::
         url,
         budget: Arc::new(Semaphore::new(budget_mb as usize)),
         budget_mb,
+        metrics: Metrics::stdout(cfg.metrics, &cfg.metrics_namespace, &cfg.worker_id),
         cfg,
     });
     info!(
         queue = %ctx.url,
         jobs = ctx.cfg.jobs,
         memory_budget_mb = budget_mb,
+        max_db_loads = ctx.cfg.pipeline.max_db_loads,
         worker = %ctx.cfg.worker_id,
         "worker started"
     );
@@ -134,7 +258,9 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::
         Outcome::Failed => s.failed += 1,
         Outcome::Released => s.released += 1,
         Outcome::Rejected => s.rejected += 1,
+        Outcome::Ignored => s.ignored += 1,
     };
+    let started = Instant::now();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut receive_errors = 0u32;
 
@@ -158,6 +284,7 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::
             .wait_time_seconds(ctx.cfg.wait_time.as_secs() as i32)
             .visibility_timeout(ctx.cfg.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send();
         let received = tokio::select! {
             _ = &mut shutdown => break,
@@ -245,7 +372,16 @@ pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         }
     }
-    info!(?summary, "worker finished");
+    info!(
+        done = summary.done,
+        skipped = summary.skipped,
+        failed = summary.failed,
+        released = summary.released,
+        rejected = summary.rejected,
+        ignored = summary.ignored,
+        "worker stopped"
+    );
+    ctx.metrics.finish(started.elapsed());
     Ok(summary)
 }
 
@@ -256,56 +392,112 @@ fn joined(r: Result<Outcome, tokio::task::JoinError>) -> Outcome {
     })
 }
 
-/// Handles one delivery from parse to delete/release.
+/// Handles one delivery from parse to delete/release; logs its one line and its metrics.
 async fn handle(ctx: Arc<Ctx>, m: SqsMessage, cancel: watch::Receiver<bool>) -> Outcome {
+    let received = Instant::now();
     let message_id = m.message_id().unwrap_or("?").to_owned();
-    let Some(receipt) = m.receipt_handle().map(str::to_owned) else {
-        warn!(message_id, "message without receipt handle");
-        return Outcome::Rejected;
-    };
-    let receive_count: Option<i32> = m
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-        .and_then(|v| v.parse().ok());
+    let attrs = m.attributes();
+    let attr = |name: MessageSystemAttributeName| attrs.and_then(|a| a.get(&name));
+    let receive_count: Option<i32> =
+        attr(MessageSystemAttributeName::ApproximateReceiveCount).and_then(|v| v.parse().ok());
+    // How long the message waited in the queue (since it was first sent).
+    let queue_wait_s = attr(MessageSystemAttributeName::SentTimestamp)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|sent| now_ms().saturating_sub(sent) as f64 / 1e3);
     let body = m.body().unwrap_or("");
+    let receipt = m.receipt_handle();
     let span =
         info_span!("job", message_id = %message_id, receive_count, job = tracing::field::Empty);
     async move {
-        let spec = (|| parse(&ctx, body))
-            .retry(backoff(ctx.cfg.max_attempts))
-            .sleep(tokio::time::sleep)
-            .when(JobError::is_transient)
-            .await;
-        let spec = match spec {
-            Ok(s) => s,
-            Err(e) if e.is_transient() => {
-                let vis = release_visibility(&ctx.cfg, receive_count, &message_id);
-                warn!(error = %e, visibility_s = vis.as_secs(), "could not resolve the message; released for later");
-                set_visibility(&ctx, &receipt, vis).await;
-                return Outcome::Released;
-            }
-            Err(e) => {
-                // Nothing is written for an invalid message; SQS moves it to the DLQ after
-                // maxReceiveCount receives.
-                warn!(reason = %e, "message rejected");
-                set_visibility(&ctx, &receipt, ctx.cfg.failed_visibility).await;
-                return Outcome::Rejected;
-            }
+        let (spec, report) = match receipt {
+            Some(receipt) => deliver(&ctx, body, receipt, &message_id, receive_count, cancel).await,
+            None => (
+                None,
+                Report::new(Outcome::Rejected).because("message without receipt handle"),
+            ),
         };
-        tracing::Span::current().record("job", tracing::field::display(spec.id()));
-        process(&ctx, &spec, &receipt, &message_id, receive_count, cancel).await
+        report.log();
+        ctx.metrics.job(&report.metrics(
+            spec.as_ref(),
+            &message_id,
+            receive_count,
+            queue_wait_s,
+            received.elapsed(),
+        ));
+        report.outcome
     }
     .instrument(span)
     .await
 }
 
-async fn parse(ctx: &Ctx, body: &str) -> Result<JobSpec, JobError> {
+/// Parses and processes one delivery.
+async fn deliver(
+    ctx: &Arc<Ctx>,
+    body: &str,
+    receipt: &str,
+    message_id: &str,
+    receive_count: Option<i32>,
+    cancel: watch::Receiver<bool>,
+) -> (Option<JobSpec>, Report) {
+    let parsed = (|| parse(ctx, body))
+        .retry(backoff(ctx.cfg.max_attempts))
+        .sleep(tokio::time::sleep)
+        .when(JobError::is_transient)
+        .await;
+    let spec = match parsed {
+        Ok(Parsed::Job(s)) => *s,
+        Ok(Parsed::TestEvent) => {
+            // S3 sends one when a bucket's notifications are configured: nothing to do.
+            delete(ctx, receipt).await;
+            return (
+                None,
+                Report::new(Outcome::Ignored).because("s3:TestEvent deleted"),
+            );
+        }
+        Err(e) if e.is_transient() => {
+            let vis = release_visibility(&ctx.cfg, receive_count, message_id);
+            set_visibility(ctx, receipt, vis).await;
+            return (
+                None,
+                Report::new(Outcome::Released).because(format!(
+                    "could not resolve the message: {e}; visible again in {} s",
+                    vis.as_secs()
+                )),
+            );
+        }
+        Err(e) => {
+            // Nothing is written for an invalid message; SQS moves it to the DLQ after
+            // maxReceiveCount receives.
+            set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
+            return (None, Report::new(Outcome::Rejected).because(e.to_string()));
+        }
+    };
+    tracing::Span::current().record("job", tracing::field::display(spec.id()));
+    let report = process(ctx, &spec, receipt, message_id, receive_count, cancel).await;
+    (Some(spec), report)
+}
+
+/// A message, as the consumer handles it.
+enum Parsed {
+    /// A job (native, old-system or from an S3 event).
+    Job(Box<JobSpec>),
+    /// S3's test event: deleted.
+    TestEvent,
+}
+
+async fn parse(ctx: &Ctx, body: &str) -> Result<Parsed, JobError> {
     match message::parse(body, &ctx.cfg.aws)? {
-        message::Message::Native(s) => Ok(s),
+        message::Message::Native(s) => Ok(Parsed::Job(Box::new(s))),
         message::Message::Legacy(l) => {
             let client = ctx.pipeline.pool().get().await?;
-            message::resolve_legacy(&**client, &l).await
+            Ok(Parsed::Job(Box::new(
+                message::resolve_legacy(&**client, &l).await?,
+            )))
         }
+        message::Message::S3Object(ev) => Ok(Parsed::Job(Box::new(
+            ev.job(ctx.cfg.event_locations.clone()),
+        ))),
+        message::Message::S3TestEvent => Ok(Parsed::TestEvent),
     }
 }
 
@@ -341,14 +533,14 @@ async fn process(
     message_id: &str,
     receive_count: Option<i32>,
     mut cancel: watch::Receiver<bool>,
-) -> Outcome {
+) -> Report {
     let attempt = Attempt {
         message_id: Some(message_id.to_owned()),
         receive_count,
         ..Attempt::default()
     };
 
-    // Heartbeat for the whole handling, including waits for budget and retries.
+    // Heartbeat for the whole handling, including waits for budget, load slots and retries.
     let lost = Arc::new(Notify::new());
     let heartbeat = tokio::spawn(heartbeat(
         Arc::clone(ctx),
@@ -359,25 +551,33 @@ async fn process(
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     let release = || release_visibility(&ctx.cfg, receive_count, message_id);
 
-    let prepared = (|| ctx.pipeline.prepare(spec))
-        .retry(backoff(ctx.cfg.max_attempts))
-        .sleep(tokio::time::sleep)
-        .when(JobError::is_transient)
-        .await;
-    let prepared = match prepared {
+    // The data source, and for an S3 event whether its object changed since it was loaded.
+    let prepared = (|| async {
+        let p = ctx.pipeline.prepare(spec).await?;
+        let changed = ctx.pipeline.object_job(spec, &p).await?;
+        Ok::<_, JobError>((p, changed))
+    })
+    .retry(backoff(ctx.cfg.max_attempts))
+    .sleep(tokio::time::sleep)
+    .when(JobError::is_transient)
+    .await;
+    let (prepared, changed) = match prepared {
         Ok(p) => p,
         Err(e) if e.is_transient() => {
             let vis = release();
-            warn!(error = %e, visibility_s = vis.as_secs(), "database unavailable; released for later");
             set_visibility(ctx, receipt, vis).await;
-            return Outcome::Released;
+            return Report::new(Outcome::Released).because(format!(
+                "database unavailable: {e}; visible again in {} s",
+                vis.as_secs()
+            ));
         }
         Err(e) => {
-            warn!(reason = %e, "message rejected");
             set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
-            return Outcome::Rejected;
+            return Report::new(Outcome::Rejected).because(e.to_string());
         }
     };
+    let spec = changed.as_ref().unwrap_or(spec);
+    let ds = prepared.data_source_id;
 
     let work = async {
         // Plan (location source, identity) and drop a job that is done.
@@ -416,8 +616,9 @@ async fn process(
                 .begin_attempt(&prepared)
                 .await
                 .map_err(|e| (e, Some(plan.clone()), false))?;
-            let r = tokio::time::timeout(
+            let r = timeout_excluding(
                 ctx.cfg.pipeline.job_timeout,
+                &attempt.slot_wait_ms,
                 ctx.pipeline
                     .execute(spec, &prepared, &plan, &inputs, &attempt),
             )
@@ -475,29 +676,15 @@ async fn process(
             {
                 warn!(error = %e, "could not record the skip");
             }
-            info!(
-                data_source = prepared.data_source_id,
-                "job already done; dropping this delivery"
-            );
             delete(ctx, receipt).await;
-            Outcome::Skipped
+            Report::new(Outcome::Skipped).data_source(ds)
         }
         Ok((Some(l), _)) => {
-            info!(
-                data_source = l.data_source_id,
-                rows = l.rows,
-                new = l.rows_new,
-                updated = l.rows_updated,
-                skipped_cells = l.cells_skipped,
-                bytes = l.bytes,
-                download_ms = l.download_ms,
-                decode_ms = l.decode_ms,
-                load_ms = l.load_ms,
-                unmatched = l.unmatched,
-                "job done"
-            );
             delete(ctx, receipt).await;
-            Outcome::Done
+            Report {
+                loaded: Some(l),
+                ..Report::new(Outcome::Done).data_source(ds)
+            }
         }
         // An attempt's own failure is on the ledger already; anything else is recorded now.
         Err((e, plan, recorded)) => {
@@ -515,20 +702,55 @@ async fn process(
                 )
                 .await;
             }
+            let report = |o: Outcome, why: String| Report::new(o).data_source(ds).because(why);
             if e.is_abort() {
                 // Release first: another worker may take the job at once.
-                warn!(reason = %e, "rolled back; releasing the message");
                 set_visibility(ctx, receipt, Duration::ZERO).await;
-                Outcome::Released
+                report(
+                    Outcome::Released,
+                    format!("{e}; rolled back and released at once"),
+                )
             } else if e.is_transient() {
                 let vis = release();
-                warn!(error = %e, visibility_s = vis.as_secs(), "transient failure persisted; released for a later delivery");
                 set_visibility(ctx, receipt, vis).await;
-                Outcome::Released
+                report(
+                    Outcome::Released,
+                    format!(
+                        "{e}; transient failure persisted, visible again in {} s",
+                        vis.as_secs()
+                    ),
+                )
             } else {
-                error!(error = %e, "job failed permanently; left for the dead-letter queue");
                 set_visibility(ctx, receipt, ctx.cfg.failed_visibility).await;
-                Outcome::Failed
+                report(
+                    Outcome::Failed,
+                    format!("{e}; left for the dead-letter queue"),
+                )
+            }
+        }
+    }
+}
+
+/// Runs `fut` for at most `limit`, not counting the time its attempts spend waiting for a
+/// database load slot (`waited_ms` grows while they wait). `None` when the limit passed.
+async fn timeout_excluding<T>(
+    limit: Duration,
+    waited_ms: &AtomicU64,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut counted = waited_ms.load(Ordering::Relaxed);
+    let mut deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            _ = tokio::time::sleep_until(deadline) => {
+                let w = waited_ms.load(Ordering::Relaxed);
+                if w <= counted {
+                    return None;
+                }
+                deadline += Duration::from_millis(w - counted);
+                counted = w;
             }
         }
     }
@@ -739,5 +961,26 @@ mod tests {
             }
         }
         assert!(release_visibility(&cfg, None, "x") <= Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn the_job_timeout_does_not_count_waits_for_a_load_slot() {
+        let waited = Arc::new(AtomicU64::new(0));
+        let limit = Duration::from_millis(150);
+        // 400 ms, most of it counted as waiting for a slot (generously, so a loaded machine's
+        // late timers do not matter): within 150 ms of work.
+        let w = Arc::clone(&waited);
+        let waits = async move {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                w.fetch_add(100, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            "done"
+        };
+        assert_eq!(timeout_excluding(limit, &waited, waits).await, Some("done"));
+        // 400 ms of work without waiting: timed out.
+        let busy = tokio::time::sleep(Duration::from_millis(400));
+        assert_eq!(timeout_excluding(limit, &waited, busy).await, None);
     }
 }

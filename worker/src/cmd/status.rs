@@ -1,4 +1,5 @@
-//! `status`: job counts by dataset/scenario/state, rows, throughput, recent failures.
+//! `status`: job counts by dataset/scenario/state (`waiting`: running, but waiting for a
+//! `--max-db-loads` slot), rows, throughput, database load slots in use, recent failures.
 
 use std::fmt::Write as _;
 
@@ -6,6 +7,15 @@ use crate::cli::StatusArgs;
 use crate::config::DbConfig;
 use crate::db;
 use crate::error::JobError;
+use crate::pipeline::throttle;
+
+/// The advisory locks of one key of the throttle (`$1` = its prefix) in this database and
+/// schema: `id` (the lock's second key), `granted`.
+const ADVISORY: &str = "SELECT l.objid::int8 AS id, l.granted
+     FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 2
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid::int8 = (hashtext($1::text || current_schema())::int8 & 4294967295)";
 
 /// Renders the status report (text or JSON).
 ///
@@ -14,18 +24,40 @@ use crate::error::JobError;
 pub async fn run(dbc: &DbConfig, a: &StatusArgs) -> Result<String, JobError> {
     let pool = db::pool(dbc, 1)?;
     let client = pool.get().await?;
+    // A running job waiting for a `--max-db-loads` slot holds its data source's marker lock
+    // (pipeline::throttle): shown as `waiting`.
     let groups = client
         .query(
-            "SELECT d.name, s.name, ds.state, count(*)::bigint,
-                    coalesce(sum(ds.rows_written), 0)::bigint,
-                    coalesce(sum(ds.bytes_downloaded), 0)::bigint
-             FROM data_source ds
-             JOIN dataset d ON d.id = ds.dataset_id
-             JOIN scenario s ON s.id = ds.scenario_id
-             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-            &[],
+            &format!(
+                "WITH w AS ({ADVISORY} AND l.granted)
+                 SELECT d.name, s.name,
+                        CASE WHEN ds.state = 'running' AND w.id IS NOT NULL THEN 'waiting'
+                             ELSE ds.state END,
+                        count(*)::bigint,
+                        coalesce(sum(ds.rows_written), 0)::bigint,
+                        coalesce(sum(ds.bytes_downloaded), 0)::bigint
+                 FROM data_source ds
+                 JOIN dataset d ON d.id = ds.dataset_id
+                 JOIN scenario s ON s.id = ds.scenario_id
+                 LEFT JOIN (SELECT DISTINCT id FROM w) w ON w.id = ds.id % 2147483647
+                 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ),
+            &[&throttle::WAIT_KEY],
         )
         .await?;
+    let slots = client
+        .query_one(
+            &format!("SELECT count(*) FILTER (WHERE l.granted)::bigint FROM ({ADVISORY}) l"),
+            &[&throttle::LOAD_KEY],
+        )
+        .await?;
+    let waiting = client
+        .query_one(
+            &format!("SELECT count(*)::bigint FROM ({ADVISORY} AND l.granted) l"),
+            &[&throttle::WAIT_KEY],
+        )
+        .await?;
+    let (slots_in_use, jobs_waiting): (i64, i64) = (slots.get(0), waiting.get(0));
     let thr = client
         .query_one(
             "SELECT count(*)::bigint,
@@ -98,6 +130,7 @@ pub async fn run(dbc: &DbConfig, a: &StatusArgs) -> Result<String, JobError> {
                 "decode_ms": dec_ms, "rows_per_s_load": rows_per_s_load,
                 "jobs_per_hour": jobs_per_h, "done_last_hour": last_hour,
             },
+            "load_slots": {"in_use": slots_in_use, "jobs_waiting": jobs_waiting},
             "failures": failures.iter().map(|r| serde_json::json!({
                 "dataset": r.get::<_, String>(0),
                 "scenario": r.get::<_, String>(1),
@@ -141,6 +174,12 @@ pub async fn run(dbc: &DbConfig, a: &StatusArgs) -> Result<String, JobError> {
         dec_ms as f64 / 1e3,
         load_ms as f64 / 1e3
     );
+    if slots_in_use > 0 || jobs_waiting > 0 {
+        let _ = writeln!(
+            out,
+            "database load slots (--max-db-loads): {slots_in_use} in use, {jobs_waiting} jobs waiting"
+        );
+    }
     if !failures.is_empty() {
         let _ = writeln!(out, "failures (latest {}):", failures.len());
         for r in &failures {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use nexdecode::{
     CellIndex, CellSelection, DecodeOptions, Grid, GridFile, LocationMatch, YearBlock,
 };
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::fetch::Fetched;
 use super::plan::{self, CellPlan, JobPlan};
@@ -99,10 +99,12 @@ impl Pipeline {
             let opts = opts.clone();
             let sel = selection.clone();
             let plan_i = (i == 0).then(|| plan.cells.clone());
+            // The decoder's own lines (nexdecode logs each decode at debug) belong to the job.
+            let span = tracing::Span::current();
             let decode = async move {
                 let t = Instant::now();
                 let r = tokio::task::spawn_blocking(move || {
-                    decode_one(&path, &source, var, year, &opts, sel, plan_i)
+                    span.in_scope(|| decode_one(&path, &source, var, year, &opts, sel, plan_i))
                 })
                 .await
                 .map_err(join_err)?;
@@ -122,7 +124,12 @@ impl Pipeline {
                 if let Some(coords) = warm_coords {
                     let t = Instant::now();
                     self.map_cell_ids(dataset_id, &coords, true).await?;
-                    info!(job = %spec.id(), phase = "map_cell_prefetch", cells = coords.len(), ms = t.elapsed().as_millis() as u64, "phase");
+                    debug!(
+                        phase = "map_cell_prefetch",
+                        cells = coords.len(),
+                        ms = t.elapsed().as_millis() as u64,
+                        "phase"
+                    );
                 }
                 Ok::<_, JobError>(())
             };
@@ -145,7 +152,6 @@ impl Pipeline {
             fetched = next;
             let ((grid, block, sel_out, matches), ms) = decoded;
             out.decode_ms += ms;
-            info!(job = %spec.id(), phase = "decode", var, cells = block.len(), ms, "phase");
             attempt.emit(Event::Decoded(var, block.len()));
             if i == 0 {
                 out.grid = grid;
@@ -164,7 +170,6 @@ impl Pipeline {
                     "{var}: day count differs between variables"
                 )));
             }
-            debug!(job = %spec.id(), var, cells = block.len(), "decoded");
             out.blocks.push(block);
         }
         Ok(out)
@@ -184,14 +189,7 @@ fn decode_one(
     selection: Option<CellSelection>,
     plan: Option<CellPlan>,
 ) -> Result<DecodeOut, JobError> {
-    let t = Instant::now();
     let f = GridFile::open_variable(path, var).map_err(|e| decode_err(label, e))?;
-    info!(
-        phase = "open",
-        var,
-        ms = t.elapsed().as_millis() as u64,
-        "phase"
-    );
     let grid = f.grid().clone();
     let mut matches = None;
     let sel = match (selection, plan) {
@@ -211,18 +209,10 @@ fn decode_one(
             CellSelection::Cells(plan::boundary_cells(&grid, &polys))
         }
     };
-    let t = Instant::now();
     let mut block = f
         .decode_year(year, &sel, opts)
         .map_err(|e| decode_err(label, e))?;
     shrink_block(&mut block);
-    info!(
-        phase = "decode_year",
-        var,
-        cells = block.len(),
-        ms = t.elapsed().as_millis() as u64,
-        "phase"
-    );
     // Later variables decode the same selection: every data cell of their own (rows are the
     // union, NULL arrays where a variable has no data), or the cells the first one resolved.
     let reuse = sel.clone();

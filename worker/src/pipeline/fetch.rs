@@ -115,16 +115,22 @@ impl Pipeline {
                         source,
                     });
                 }
-                let key = s3::resolve_key(
-                    client,
-                    bucket,
-                    spec.dataset,
-                    spec.scenario,
-                    spec.model,
-                    spec.year,
-                    var,
-                )
-                .await?;
+                let key = match &spec.object {
+                    // An S3 event names the exact object.
+                    Some(o) if o.variable == var => o.key.clone(),
+                    _ => {
+                        s3::resolve_key(
+                            client,
+                            bucket,
+                            spec.dataset,
+                            spec.scenario,
+                            spec.model,
+                            spec.year,
+                            var,
+                        )
+                        .await?
+                    }
+                };
                 let name = key.rsplit('/').next().unwrap_or(var);
                 let path = cache.dir(&self.cfg.work_dir)?.join(name);
                 let t = Instant::now();

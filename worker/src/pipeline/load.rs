@@ -1,8 +1,11 @@
 //! Stage 6: load, in one transaction.
 //!
+//! 0. With `--max-db-loads`, one of the fleet's load slots ([`super::throttle`]), held until
+//!    the transaction has committed or rolled back.
 //! 1. A transaction-level advisory lock on the data source serialises its loads; then the
-//!    identity check again: if another delivery finished this job meanwhile, nothing is
-//!    written ([`super::Loaded::superseded`]).
+//!    identity check again (for an S3-event job: this version of its object): if another
+//!    delivery finished this job meanwhile, nothing is written
+//!    ([`super::Loaded::superseded`]).
 //! 2. The job's cells are sorted against the data source's rows: **new** cells (no row) are
 //!    appended; cells whose row **lacks** one of the job's variables get it filled in
 //!    (`coalesce`, other columns untouched); cells whose row already holds all the job's
@@ -23,7 +26,7 @@ use nexdecode::{CellIndex, YearBlock};
 use pgcopy::{
     ColumnType, Columns, CopyBuffer, EncodeError, LoaderConfig, Strategy, Table, Validity,
 };
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::decode::{Decoded, NO_ROW, Rows};
 use super::plan::{self, CellPlan, JobPlan, PointIds};
@@ -57,10 +60,16 @@ impl Pipeline {
         let coords: Vec<(f64, f64)> = cells.iter().map(|&c| d.grid.coords(c)).collect();
         let tm = Instant::now();
         let ids = self.map_cell_ids(p.ids.dataset, &coords, false).await?;
-        info!(job = %spec.id(), phase = "map_cell", cells = ids.len(), ms = tm.elapsed().as_millis() as u64, "phase");
+        debug!(
+            phase = "map_cell",
+            cells = ids.len(),
+            ms = tm.elapsed().as_millis() as u64,
+            "phase"
+        );
 
         // Where each planned point landed (NULL cell = unmatched, reported and kept).
         let mut unmatched = 0;
+        let mut examples = String::new();
         let by_cell: HashMap<CellIndex, i64> =
             cells.iter().copied().zip(ids.iter().copied()).collect();
         let landed: Vec<(Option<i64>, Option<f32>)> = d
@@ -70,11 +79,28 @@ impl Pipeline {
                 let cid = m.cell.and_then(|c| by_cell.get(&c).copied());
                 if cid.is_none() {
                     unmatched += 1;
-                    warn!(job = %spec.id(), lat = m.lat, lon = m.lon, "location has no data cell within the search radius");
+                    debug!(
+                        lat = m.lat,
+                        lon = m.lon,
+                        "location has no data cell within the search radius"
+                    );
+                    if unmatched <= 3 {
+                        use std::fmt::Write as _;
+                        let sep = if examples.is_empty() { "" } else { " " };
+                        let _ = write!(examples, "{sep}({:.4},{:.4})", m.lat, m.lon);
+                    }
                 }
                 (cid, cid.map(|_| m.distance_km as f32))
             })
             .collect();
+        if unmatched > 0 {
+            // One line per job (each location at debug); they are kept with no cell.
+            warn!(
+                unmatched,
+                first = %examples,
+                "locations without a data cell within the search radius"
+            );
+        }
 
         let vars = plan.variables.clone();
         let mut cols: Vec<(String, ColumnType)> = vec![
@@ -106,6 +132,26 @@ impl Pipeline {
             })
             .collect();
 
+        // The fleet's throttle: one of `--max-db-loads` slots for the whole transaction
+        // (declared before the connection's guard, so it is released after it).
+        let waited = attempt.slot_wait_ms.load(Ordering::Relaxed);
+        let tw = Instant::now();
+        let mut slot = match &self.slots {
+            Some(slots) if rows.is_some() => Some(
+                slots
+                    .acquire(&self.pool, p.data_source_id, &attempt.slot_wait_ms, || {
+                        attempt.emit(Event::WaitingForSlot)
+                    })
+                    .await?,
+            ),
+            _ => None,
+        };
+        let slot_wait_ms = if attempt.slot_wait_ms.load(Ordering::Relaxed) > waited {
+            tw.elapsed().as_millis() as u64
+        } else {
+            0
+        };
+
         let t = Instant::now();
         let mut guard = Detach::new(self.pool.get().await?);
         let tx = guard.client().transaction().await?;
@@ -117,10 +163,28 @@ impl Pipeline {
             &[&p.data_source_id],
         )
         .await?;
-        if !spec.update_existing && state::identity_done(&*tx, p.data_source_id, plan).await? {
-            info!(job = %spec.id(), "another delivery finished this job meanwhile; nothing written");
+        if let Some(s) = &mut slot {
+            // A failed load keeps its slot until this server process is done with it.
+            s.covers(tx.query_one("SELECT pg_backend_pid()", &[]).await?.get(0));
+        }
+        let done = match &spec.object {
+            // An S3 object is processed once per version (key + ETag), whatever else ran.
+            Some(o) => {
+                state::object_versions(&*tx, p.data_source_id, o)
+                    .await?
+                    .same
+            }
+            None => {
+                !spec.update_existing && state::identity_done(&*tx, p.data_source_id, plan).await?
+            }
+        };
+        if done {
+            debug!("another delivery finished this job meanwhile; nothing written");
             drop(tx);
             guard.keep();
+            if let Some(s) = slot {
+                s.release().await;
+            }
             return Ok(Loaded {
                 data_source_id: p.data_source_id,
                 superseded: true,
@@ -196,8 +260,7 @@ impl Pipeline {
                 .await
                 .map_err(load_err)?;
             copied = stats.rows_copied;
-            info!(
-                job = %spec.id(),
+            debug!(
                 phase = "copy",
                 rows = stats.rows_copied,
                 new = n_new,
@@ -318,8 +381,15 @@ impl Pipeline {
         }
         let tc = Instant::now();
         tx.commit().await?;
-        info!(job = %spec.id(), phase = "commit", ms = tc.elapsed().as_millis() as u64, "phase");
+        debug!(
+            phase = "commit",
+            ms = tc.elapsed().as_millis() as u64,
+            "phase"
+        );
         guard.keep();
+        if let Some(s) = slot {
+            s.release().await;
+        }
         attempt.emit(Event::Committed(copied));
         Ok(Loaded {
             data_source_id: p.data_source_id,
@@ -331,6 +401,7 @@ impl Pipeline {
             download_ms: d.download_ms,
             decode_ms: d.decode_ms,
             load_ms: t.elapsed().as_millis() as u64,
+            slot_wait_ms,
             unmatched,
             superseded: false,
         })

@@ -8,10 +8,10 @@
 //! 4. [`decode`]: nexdecode on blocking threads (rayon inside), variable *i + 1* downloading
 //!    while variable *i* decodes; the union of the variables' cells;
 //! 5. [`cells`]: `map_cell` ids (cached per process);
-//! 6. [`load`]: one transaction: which of the job's cells are new, lack a variable or are
-//!    complete; COPY (append, fill or replace only the job's cells and variables), the
-//!    locations, the `data_source` state and the ledger entry; commit only while the message
-//!    is still ours.
+//! 6. [`load`]: one transaction, under one of the fleet's load slots ([`throttle`], with
+//!    `--max-db-loads`): which of the job's cells are new, lack a variable or are complete;
+//!    COPY (append, fill or replace only the job's cells and variables), the locations, the
+//!    `data_source` state and the ledger entry; commit only while the message is still ours.
 //!
 //! [`Pipeline::execute`] runs stages 3–6 for a planned job; a failed attempt leaves the
 //! database as it was (apart from its own ledger entry).
@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
 
@@ -34,6 +34,7 @@ pub mod fetch;
 pub mod load;
 pub mod plan;
 pub mod state;
+pub mod throttle;
 
 pub use fetch::FetchCache;
 pub use plan::{CellPlan, JobPlan};
@@ -70,6 +71,8 @@ pub enum Event {
     Rows(u64),
     /// Committed.
     Committed(u64),
+    /// Every database load slot is taken (`--max-db-loads`): waiting for one.
+    WaitingForSlot,
 }
 
 /// Receives [`Event`]s.
@@ -146,6 +149,9 @@ pub struct Attempt {
     pub files: Arc<FetchCache>,
     /// Progress receiver.
     pub observer: Option<Arc<dyn Observer>>,
+    /// Milliseconds this delivery's attempts have waited for a database load slot so far
+    /// (grows while they wait; not counted against the job timeout).
+    pub slot_wait_ms: Arc<AtomicU64>,
 }
 
 impl Attempt {
@@ -177,6 +183,8 @@ pub struct Loaded {
     pub decode_ms: u64,
     /// Wall time of the load transaction.
     pub load_ms: u64,
+    /// Wall time waiting for a database load slot before the load transaction.
+    pub slot_wait_ms: u64,
     /// Locations without a data cell (recorded with a NULL cell, never dropped).
     pub unmatched: usize,
     /// True when another delivery finished the same job while this one worked (nothing
@@ -192,6 +200,7 @@ pub struct Pipeline {
     s3: Option<aws_sdk_s3::Client>,
     worker_id: String,
     cells: cells::CellCache,
+    slots: Option<throttle::LoadSlots>,
 }
 
 /// Bytes of decoded grid a job needs at most (all variables held at once).
@@ -215,8 +224,9 @@ impl Pipeline {
         Pipeline {
             pool,
             schema,
-            cfg,
             s3,
+            slots: cfg.max_db_loads.map(throttle::LoadSlots::new),
+            cfg,
             worker_id,
             cells: cells::CellCache::default(),
         }

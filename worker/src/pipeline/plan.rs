@@ -9,6 +9,9 @@
 //! - `geojson:URL:SIZE:HASH`, `boundary:URL:SIZE:HASH`: the document's URL, size and a hash of
 //!   its bytes (what its ETag stands for), so an edited document is another job.
 //!
+//! - a job of an S3 event appends `|s3://bucket/key#ETAG` to its location source's key: one
+//!   version of an object is processed once, a changed object (new ETag) again.
+//!
 //! A `cities` job without `update_existing` works only on the locations whose cell has no row
 //! yet holding all its variables, as the old importer did; the key still covers them all.
 
@@ -199,6 +202,11 @@ impl Pipeline {
                     CellPlan::Polygons(polys),
                 )
             }
+        };
+        // An S3-event job is also the object's version: `…|s3://bucket/key#etag`.
+        let key = match &spec.object {
+            Some(o) => format!("{key}|{}", o.identity()),
+            None => key,
         };
         Ok(JobPlan {
             variables,

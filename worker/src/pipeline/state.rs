@@ -24,12 +24,12 @@
 //! its variables and the key of its location source ([`crate::pipeline::plan`]).
 
 use tokio_postgres::GenericClient;
-use tracing::info;
+use tracing::debug;
 
 use super::{Attempt, JobPlan, Pipeline};
 use crate::db::{self, CatalogIds};
 use crate::error::JobError;
-use crate::message::JobSpec;
+use crate::message::{JobSpec, SourceObject};
 
 /// `data_source.state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,11 +195,41 @@ impl Pipeline {
         p: &Prepared,
         plan: &JobPlan,
     ) -> Result<bool, JobError> {
+        if let Some(o) = &spec.object {
+            let client = self.pool.get().await?;
+            return Ok(object_versions(&**client, p.data_source_id, o).await?.same);
+        }
         if spec.update_existing {
             return Ok(false);
         }
         let client = self.pool.get().await?;
         identity_done(&**client, p.data_source_id, plan).await
+    }
+
+    /// The job of an S3 event as it should run: a first version of an object fills its
+    /// variable's column where it is missing; an object loaded before whose content has
+    /// changed since (another ETag) replaces that column for the job's cells
+    /// (`update_existing`). `None`: run the job as it is.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn object_job(
+        &self,
+        spec: &JobSpec,
+        p: &Prepared,
+    ) -> Result<Option<JobSpec>, JobError> {
+        let Some(o) = &spec.object else {
+            return Ok(None);
+        };
+        if spec.update_existing {
+            return Ok(None);
+        }
+        let client = self.pool.get().await?;
+        let v = object_versions(&**client, p.data_source_id, o).await?;
+        Ok((v.other && !v.same).then(|| JobSpec {
+            update_existing: true,
+            ..spec.clone()
+        }))
     }
 
     /// Starts an attempt: `attempts + 1`, and `running` unless the data source is `done`.
@@ -300,7 +330,7 @@ impl Pipeline {
         attempt: &Attempt,
     ) -> Result<(), JobError> {
         let client = self.pool.get().await?;
-        info!(
+        debug!(
             data_source = p.data_source_id,
             "job already done; delivery dropped"
         );
@@ -383,6 +413,40 @@ pub(crate) async fn identity_done(
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Which versions of an S3 object a data source's `done` ledger entries hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectVersions {
+    /// This version (same key and ETag) was loaded.
+    pub same: bool,
+    /// Another version of the same key was loaded.
+    pub other: bool,
+}
+
+/// Looks an S3 object up among the `done` ledger entries of a data source: their identity
+/// keys end with `|` + [`SourceObject::identity`].
+pub(crate) async fn object_versions(
+    client: &impl GenericClient,
+    data_source_id: i64,
+    o: &SourceObject,
+) -> Result<ObjectVersions, JobError> {
+    let same = format!("|{}", o.identity());
+    let any = format!("|{}", o.identity_base());
+    let row = client
+        .query_one(
+            "SELECT coalesce(bool_or(right(location_key, length($2)) = $2), false),
+                    coalesce(bool_or(strpos(location_key, $3) > 0
+                                     AND right(location_key, length($2)) <> $2), false)
+             FROM job_ledger
+             WHERE data_source_id = $1 AND outcome = 'done' AND location_key IS NOT NULL",
+            &[&data_source_id, &same, &any],
+        )
+        .await?;
+    Ok(ObjectVersions {
+        same: row.get(0),
+        other: row.get(1),
+    })
 }
 
 #[cfg(test)]

@@ -214,6 +214,7 @@ impl World {
                 download_part: 64 * 1024,
                 search_radius_km: 50.0,
                 job_timeout: Duration::from_secs(120),
+                max_db_loads: None,
             },
             jobs: 2,
             visibility_timeout: Duration::from_secs(30),
@@ -225,6 +226,9 @@ impl World {
             retry_visibility: Duration::from_secs(30),
             retry_visibility_max: Duration::from_secs(900),
             worker_id: "test".into(),
+            metrics: worker::metrics::MetricsFormat::None,
+            metrics_namespace: "nexingest".into(),
+            event_locations: worker::message::LocationSource::Cities(None),
         }
     }
 
