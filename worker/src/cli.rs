@@ -277,7 +277,7 @@ pub enum RequeueState {
 /// `requeue` flags.
 #[derive(Debug, Args)]
 pub struct RequeueArgs {
-    /// Queue to send to.
+    /// Queue to send to (not needed for a `--dry-run` of data sources).
     #[command(flatten)]
     pub queue: QueueArgs,
     /// AWS endpoint and allowed buckets (GeoJSON location URLs are checked again).

@@ -147,7 +147,10 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
         ("NEX-GDDP-CMIP6", "CanESM5", 2016, "failed")
     );
     assert_eq!(row.attempts, 2);
-    assert_eq!(row.ledger_counts, [0, 2, 0, 0]);
+    assert_eq!(
+        (row.ledger.done, row.ledger.failed, row.ledger.released),
+        (0, 2, 0)
+    );
     let last = row.last.as_ref().expect("ledger entry");
     assert_eq!(last.outcome, "failed");
     assert_eq!(last.variables, ["pr", "tasmax"]);
@@ -184,6 +187,15 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
     assert_eq!(rep.requeued.len(), 1);
     assert_eq!(rep.dry_run_bodies.len(), 1);
     assert!(rep.render(&cfg).contains("would requeue"));
+    // A dry run needs no queue.
+    let c = cli(&w, &["requeue", "--state", "failed", "--dry-run"]);
+    let Command::Requeue(a) = &c.command else {
+        unreachable!()
+    };
+    let cfg = worker::cmd::requeue::RequeueConfig::from_args(&c.global, a).unwrap();
+    assert!(cfg.queue.is_none());
+    let rep = worker::cmd::requeue::run(&cfg).await.unwrap();
+    assert_eq!(rep.requeued.len(), 1);
     assert_eq!(state(&w).await, "failed");
     assert_eq!(visible(&w, &w.queue_url).await, 0);
 
@@ -220,7 +232,7 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
     );
     let r = jobs(&w, &[]).await;
     assert_eq!(r.rows[0].state, "done");
-    assert_eq!(r.rows[0].ledger_counts, [1, 2, 0, 0]);
+    assert_eq!((r.rows[0].ledger.done, r.rows[0].ledger.failed), (1, 2));
     w.cleanup().await;
 }
 

@@ -23,9 +23,11 @@ pub fn worker_connections(jobs: u32) -> u64 {
 }
 
 /// Bytes one `climate_data_year` row takes with `variables` arrays of a year, table, TOAST and
-/// indexes together, when nothing is measured yet: each array (~1.5 KB) is one TOAST chunk,
-/// five to an 8 KB page, plus its TOAST index entry; the heap tuple with its TOAST pointers and
-/// the two indexes add ~170 bytes. Measured on the local cluster: within 10 %.
+/// indexes together, when nothing is measured yet: each array (~1.5 KB) takes a fifth of an
+/// 8 KB page, inline or as a TOAST chunk (the toaster moves arrays out until the row is under
+/// ~2 KB, so one stays inline), plus ~170 bytes of tuple header, TOAST pointers and index
+/// entries. Measured on PostgreSQL 15 with 20,000 rows of three 365-day arrays: 5,020 bytes per
+/// row (the model: 5,150).
 pub fn modelled_row_bytes(variables: usize) -> u64 {
     170 + 1660 * variables as u64
 }

@@ -171,6 +171,19 @@ pub struct LedgerInfo {
     pub update_existing: bool,
 }
 
+/// A data source's ledger entries by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerCounts {
+    /// Attempts that committed.
+    pub done: i64,
+    /// Attempts that failed permanently.
+    pub failed: i64,
+    /// Attempts released after a transient failure or an abort.
+    pub released: i64,
+    /// Deliveries of a job that was already done.
+    pub skipped: i64,
+}
+
 /// One data source as `jobs` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobRow {
@@ -210,8 +223,8 @@ pub struct JobRow {
     pub finished_at: Option<String>,
     /// Last error on the data source.
     pub last_error: Option<String>,
-    /// Ledger entries by outcome: done, failed, released, skipped.
-    pub ledger_counts: [i64; 4],
+    /// Its ledger entries by outcome.
+    pub ledger: LedgerCounts,
     /// The latest ledger entry.
     pub last: Option<LedgerInfo>,
 }
@@ -316,7 +329,12 @@ pub async fn select(client: &impl GenericClient, f: &JobFilter) -> anyhow::Resul
             started_ago_s: r.get(15),
             finished_at: r.get(16),
             last_error: r.get(17),
-            ledger_counts: [r.get(18), r.get(19), r.get(20), r.get(21)],
+            ledger: LedgerCounts {
+                done: r.get(18),
+                failed: r.get(19),
+                released: r.get(20),
+                skipped: r.get(21),
+            },
             last: r.get::<_, Option<String>>(22).map(|outcome| LedgerInfo {
                 outcome,
                 variables: r.get(23),

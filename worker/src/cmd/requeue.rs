@@ -35,8 +35,8 @@ pub struct RequeueConfig {
     pub db: DbConfig,
     /// AWS.
     pub aws: AwsConfig,
-    /// The queue to send to.
-    pub queue: QueueRef,
+    /// The queue to send to (`None` only for a dry run of data sources, which sends nothing).
+    pub queue: Option<QueueRef>,
     /// What to do.
     pub mode: Mode,
     /// Print only.
@@ -76,7 +76,12 @@ impl RequeueConfig {
     /// Any invalid setting.
     pub fn from_args(g: &GlobalArgs, a: &RequeueArgs) -> anyhow::Result<Self> {
         let aws = AwsConfig::from_args(&a.aws)?;
-        let queue = QueueRef::from_args(&a.queue)?;
+        let queue = match QueueRef::from_args(&a.queue) {
+            Ok(q) => Some(q),
+            // A dry run of data sources sends nothing, so it needs no queue.
+            Err(_) if a.dry_run && a.from_dlq.is_none() => None,
+            Err(e) => return Err(e.into()),
+        };
         let mode = match &a.from_dlq {
             Some(d) => {
                 let d = d.trim();
@@ -122,6 +127,14 @@ impl RequeueConfig {
             mode,
             dry_run: a.dry_run,
         })
+    }
+}
+
+impl RequeueConfig {
+    fn queue(&self) -> anyhow::Result<&QueueRef> {
+        self.queue
+            .as_ref()
+            .context("--queue-url or --queue-name is required")
     }
 }
 
@@ -409,7 +422,7 @@ async fn requeue_data_sources(
         return Ok(report);
     }
     let clients = aws::clients(&cfg.aws).await;
-    let url = queue::resolve_url(&clients.sqs, &cfg.queue).await?;
+    let url = queue::resolve_url(&clients.sqs, cfg.queue()?).await?;
     let sources = JobState::sources_of(JobState::Pending);
     let guard: Vec<&str> = sources
         .into_iter()
@@ -472,7 +485,7 @@ async fn redrive(
 ) -> anyhow::Result<RequeueReport> {
     let clients = aws::clients(&cfg.aws).await;
     let sqs = &clients.sqs;
-    let url = queue::resolve_url(sqs, &cfg.queue).await?;
+    let url = queue::resolve_url(sqs, cfg.queue()?).await?;
     let dlq_url = queue::resolve_url(sqs, dlq).await.context("--from-dlq")?;
     if url == dlq_url {
         bail!("--from-dlq names the queue itself");
