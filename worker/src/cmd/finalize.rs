@@ -175,7 +175,7 @@ impl FinalizeReport {
         );
         let _ = writeln!(
             out,
-            "{:<22} {:>11} {:>11} {:>12} {:>10} {:>10} {:>8}",
+            "{:<22} {:>11} {:>11} {:>12} {:>11} {:>11} {:>8}",
             "table", "MiB before", "MiB after", "live rows", "dead before", "dead after", "seconds"
         );
         let (mut b, mut a) = (0, 0);
@@ -184,7 +184,7 @@ impl FinalizeReport {
             a += t.after.total_bytes;
             let _ = writeln!(
                 out,
-                "{:<22} {:>11} {:>11} {:>12} {:>10} {:>10} {:>8.1}",
+                "{:<22} {:>11} {:>11} {:>12} {:>11} {:>11} {:>8.1}",
                 t.table,
                 mib(t.before.total_bytes),
                 mib(t.after.total_bytes),

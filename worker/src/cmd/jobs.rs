@@ -422,7 +422,7 @@ impl JobsReport {
         let _ = writeln!(
             out,
             "{:<44} {:<8} {:>4} {:>9} {:>6} {:>6} {:>6} {:<9} {:>7}  last error / location source",
-            "data source", "state", "att", "rows", "dl s", "dec s", "load s", "last", "started",
+            "data source", "state", "att", "rows", "dl s", "dec s", "load s", "last", "age",
         );
         if self.rows.is_empty() {
             let _ = writeln!(out, "(no matching data sources)");
