@@ -199,6 +199,276 @@ pub enum Command {
 
     /// Show job counts by dataset, scenario and state, rows, throughput and recent failures.
     Status(StatusArgs),
+
+    /// List data sources with their state and latest job-ledger entry (attempts, last error,
+    /// rows, durations). A `running` data source whose attempt started longer ago than
+    /// `--stale-after` is shown as `stale`: its worker is gone.
+    Jobs(JobsArgs),
+
+    /// Send failed or stale jobs again: moves matching data sources `failed → pending` (or
+    /// stale `running → pending`) and sends their job (same variables and location source as
+    /// their last attempt) as a native message, in batches. With `--from-dlq`, moves the
+    /// dead-letter queue's messages back to the queue instead.
+    Requeue(RequeueArgs),
+
+    /// Check the database before a load: version, TLS, schema version, array storage,
+    /// connections for the planned workers, WAL and checkpoint settings, autovacuum, current
+    /// and planned size. Prints the parameters to set for the load and what to revert after
+    /// it; exits non-zero when a check fails (a blocker).
+    Doctor(DoctorArgs),
+
+    /// After a load: `VACUUM (ANALYZE)` of the tables a load writes, with their sizes and dead
+    /// rows before and after (the runbook's closing `VACUUM ANALYZE`).
+    Finalize(FinalizeArgs),
+
+    /// Quick-look PNG plots for QA: a location's daily series across models from the database,
+    /// or one day of a NetCDF file as a map.
+    Plot(PlotArgs),
+}
+
+/// Which data sources (`jobs`, `requeue`).
+#[derive(Debug, Clone, Args)]
+pub struct JobFilterArgs {
+    /// Only this dataset (NEX-GDDP, LOCA, NEX-GDDP-CMIP6; case-insensitive).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Only this scenario (case-insensitive).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Only this model (case-insensitive).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only these years: comma-separated years and ranges (`2006,2010-2020`).
+    #[arg(long)]
+    pub years: Option<String>,
+    /// Only data sources with activity (created, attempt started or finished) since this: a
+    /// time ago (`90s`, `30m`, `6h`, `2d`) or a timestamp PostgreSQL reads (`2026-11-25`,
+    /// `2026-11-25 08:00:00+00`).
+    #[arg(long, value_name = "AGO|TIMESTAMP")]
+    pub since: Option<String>,
+    /// Seconds after its latest attempt started that a `running` data source counts as
+    /// `stale`. No attempt runs longer than the worker's job timeout (`NEXINGEST_JOB_TIMEOUT`,
+    /// 3600 s), and a redelivery of a job whose worker died restarts the clock (once the
+    /// message's visibility, `NEXINGEST_VISIBILITY_TIMEOUT`, 120 s, lapses), so the default is
+    /// 3600 + 2 × 120. Lower it only together with a lower job timeout.
+    #[arg(
+        long,
+        env = "NEXINGEST_STALE_AFTER",
+        value_name = "SECS",
+        default_value_t = 3840
+    )]
+    pub stale_after: u64,
+}
+
+/// A state `jobs` can filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShownState {
+    /// Waiting for an attempt.
+    Pending,
+    /// An attempt is running (and started within `--stale-after`).
+    Running,
+    /// `running`, but the attempt started longer ago than `--stale-after`.
+    Stale,
+    /// Loaded.
+    Done,
+    /// The last attempt failed permanently.
+    Failed,
+}
+
+/// `jobs` flags.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Which data sources.
+    #[command(flatten)]
+    pub filter: JobFilterArgs,
+    /// Only these states, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub state: Vec<ShownState>,
+    /// Print at most this many data sources (0: all).
+    #[arg(long, default_value_t = 200)]
+    pub limit: u64,
+    /// Print JSON (one object with a `jobs` array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A state `requeue` moves to `pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequeueState {
+    /// `failed → pending`.
+    Failed,
+    /// `running → pending` for `running` data sources older than `--stale-after`.
+    Stale,
+}
+
+/// `requeue` flags.
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    /// Queue to send to (not needed for a `--dry-run` of data sources).
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// AWS endpoint and allowed buckets (GeoJSON location URLs are checked again).
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Which data sources.
+    #[command(flatten)]
+    pub filter: JobFilterArgs,
+    /// Which data sources to move to `pending`.
+    #[arg(long, value_enum, default_value_t = RequeueState::Failed, conflicts_with = "from_dlq")]
+    pub state: RequeueState,
+    /// For data sources whose ledger does not record their location source (an attempt that
+    /// failed before resolving it, or a first attempt whose worker died): send them with this
+    /// one (`all`, `cities[:SOURCE]`, `geojson:URL`, `boundary:URL`). Without it they are
+    /// listed and left alone.
+    #[arg(long, conflicts_with = "from_dlq")]
+    pub locations: Option<String>,
+    /// Variables for data sources whose ledger records none (with `--locations`).
+    #[arg(long, value_delimiter = ',', default_value = "tasmin,tasmax,pr")]
+    pub variables: Vec<String>,
+    /// Data sources per transaction (their state changes commit after their messages were
+    /// sent).
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Redrive this dead-letter queue (name or URL) instead: receive its messages, send each
+    /// to the queue, delete it from the dead-letter queue only after the send succeeded (a
+    /// message is never lost; one whose delete fails may be sent twice, and a job delivered
+    /// twice runs once).
+    #[arg(long, value_name = "QUEUE")]
+    pub from_dlq: Option<String>,
+    /// With `--from-dlq`: move at most this many messages (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_messages: usize,
+    /// Print what would be done; change nothing, send nothing (with `--from-dlq`, messages
+    /// are received, printed and made visible again).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Worker processes (ECS tasks) planned for the load.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Jobs each worker runs at once (`run --jobs`); each worker's connection pool holds up
+    /// to 2 × this + 2 connections.
+    #[arg(long, env = "NEXINGEST_JOBS", default_value_t = 2)]
+    pub worker_jobs: u32,
+    /// Jobs (data sources × location sources) the planned load will run, for the size it
+    /// adds.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u64>,
+    /// Cells each planned job loads: `all` (the dataset's data cells: measured from a loaded
+    /// `all` job of the dataset, else its whole grid as an upper bound) or a number (e.g. the
+    /// number of cities).
+    #[arg(long, default_value = "all")]
+    pub cells: String,
+    /// Dataset of the planned load (for `--cells all`).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Variables each planned row holds.
+    #[arg(long, value_delimiter = ',', default_value = "tasmin,tasmax,pr")]
+    pub variables: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `finalize` flags.
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// Tables to vacuum, comma-separated (default: every table a load writes).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// `VACUUM (FREEZE, ANALYZE)`: also freeze the rows now, so the table's first
+    /// anti-wraparound vacuum does not rewrite the whole load later (more I/O now).
+    #[arg(long)]
+    pub freeze: bool,
+    /// Print the tables, sizes and statements; vacuum nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `plot` flags.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Which plot.
+    #[command(subcommand)]
+    pub kind: PlotKind,
+}
+
+/// The plots.
+#[derive(Debug, Subcommand)]
+pub enum PlotKind {
+    /// Daily values of one location across models, from the database: the median of the
+    /// models per day as a line, their minimum–maximum as a band, units on the value axis.
+    Series(PlotSeriesArgs),
+    /// One day of a NetCDF file on a colour scale (2nd–98th percentile of the day), cells
+    /// without data grey.
+    Map(PlotMapArgs),
+}
+
+/// `plot series` flags.
+#[derive(Debug, Args)]
+pub struct PlotSeriesArgs {
+    /// Latitude of the location (degrees north).
+    #[arg(long, allow_hyphen_values = true)]
+    pub lat: f64,
+    /// Longitude of the location (degrees east, -180..360).
+    #[arg(long, allow_hyphen_values = true)]
+    pub lon: f64,
+    /// Dataset.
+    #[arg(long)]
+    pub dataset: String,
+    /// Scenario.
+    #[arg(long)]
+    pub scenario: String,
+    /// Years to plot: `2050` or `2040-2060`.
+    #[arg(long)]
+    pub year_range: String,
+    /// Variable.
+    #[arg(long, default_value = "tasmax")]
+    pub variable: String,
+    /// `all` or a comma-separated list of models.
+    #[arg(long, default_value = "all")]
+    pub models: String,
+    /// Output PNG file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Image width, pixels.
+    #[arg(long, default_value_t = 1200)]
+    pub width: u32,
+    /// Image height, pixels.
+    #[arg(long, default_value_t = 600)]
+    pub height: u32,
+}
+
+/// `plot map` flags.
+#[derive(Debug, Clone, Args)]
+pub struct PlotMapArgs {
+    /// NetCDF file. The whole year is decoded (about cells × days × 4 bytes of memory).
+    pub file: PathBuf,
+    /// Day of the year, 1-based (1 = Jan 1; 366 only in leap years).
+    #[arg(long)]
+    pub day: u32,
+    /// Year (default: the file's first year).
+    #[arg(long)]
+    pub year: Option<i32>,
+    /// Variable (default: the file's `(time, lat, lon)` variable).
+    #[arg(long)]
+    pub variable: Option<String>,
+    /// Output PNG file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Image width, pixels (default: about 2 pixels per cell, within 600..1600).
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Image height, pixels (default: from the width and the grid's aspect).
+    #[arg(long)]
+    pub height: Option<u32>,
 }
 
 /// `enqueue` flags.

@@ -4,13 +4,18 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PlotKind};
 use crate::config::{AwsConfig, DbConfig, PipelineConfig, RunConfig};
 
+pub mod doctor;
 pub mod enqueue;
+pub mod finalize;
 pub mod import_locations;
 pub mod ingest;
+pub mod jobs;
 pub mod migrate;
+pub mod plot;
+pub mod requeue;
 pub mod run;
 pub mod status;
 
@@ -88,6 +93,57 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = DbConfig::from_args(g)?;
             let out = status::run(&db, a).await.context("status")?;
             print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs(a) => {
+            let db = DbConfig::from_args(g)?;
+            let report = jobs::run(&db, a).await?;
+            print!("{}", report.render(a.json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Requeue(a) => {
+            let cfg = requeue::RequeueConfig::from_args(g, a)?;
+            let report = requeue::run(&cfg).await?;
+            print!("{}", report.render(&cfg));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor(a) => {
+            let db = DbConfig::from_args(g)?;
+            let cfg = doctor::DoctorConfig::from_args(a)?;
+            let report = doctor::run(&db, &cfg).await?;
+            print!("{}", report.render(a.json));
+            Ok(if report.failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Finalize(a) => {
+            let db = DbConfig::from_args(g)?;
+            let report = finalize::run(&db, a).await?;
+            print!("{}", report.render(a.json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot(p) => {
+            let report = match &p.kind {
+                PlotKind::Series(a) => {
+                    let db = DbConfig::from_args(g)?;
+                    plot::series(&db, a).await?
+                }
+                PlotKind::Map(a) => {
+                    let a = a.clone();
+                    tokio::task::spawn_blocking(move || plot::map(&a))
+                        .await
+                        .context("plot map")??
+                }
+            };
+            println!(
+                "wrote {} ({} x {}): {}",
+                report.path.display(),
+                report.size.0,
+                report.size.1,
+                report.summary
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

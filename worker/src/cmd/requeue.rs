@@ -1,0 +1,622 @@
+//! `requeue`: send failed or stale jobs again, or redrive the dead-letter queue.
+//!
+//! **Data sources** (`--state failed|stale` + filters): each matching data source's job is
+//! rebuilt from its last attempt in the ledger (its variables, its location source — recovered
+//! from the identity key, see [`location_of_key`] — and `update_existing`), then, batch by
+//! batch, in one transaction: a guarded `UPDATE data_source SET state = 'pending' WHERE
+//! state = ANY(<the requested state ∩ the states allowed to become pending>) … RETURNING id`
+//! (rows another worker moved meanwhile are not returned and get no message), the native
+//! messages of the returned rows are sent, and only then the transaction commits. A failed
+//! send rolls the state change back; a message sent before a failed commit only runs a job
+//! whose data source is still `failed`, which the worker allows (`failed → running`).
+//!
+//! **Dead-letter queue** (`--from-dlq QUEUE`): receive up to 10 messages, send their bodies to
+//! the queue, delete them from the dead-letter queue only after the send succeeded, repeat
+//! until the dead-letter queue is empty. A message is never lost; one whose delete failed comes
+//! back to the dead-letter queue and may be sent twice (a job delivered twice runs once).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+
+use crate::cli::{GlobalArgs, RequeueArgs, RequeueState};
+use crate::cmd::jobs::{self, JobFilter, JobRow};
+use crate::config::{AwsConfig, DbConfig, QueueRef};
+use crate::message::{JobSpec, LocationSource};
+use crate::pipeline::state::JobState;
+use crate::{aws, db, queue};
+
+/// Validated `requeue` settings.
+#[derive(Debug, Clone)]
+pub struct RequeueConfig {
+    /// Database.
+    pub db: DbConfig,
+    /// AWS.
+    pub aws: AwsConfig,
+    /// The queue to send to (`None` only for a dry run of data sources, which sends nothing).
+    pub queue: Option<QueueRef>,
+    /// What to do.
+    pub mode: Mode,
+    /// Print only.
+    pub dry_run: bool,
+}
+
+/// What `requeue` does.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per command
+pub enum Mode {
+    /// Move data sources to `pending` and send their jobs.
+    DataSources {
+        /// Which ones.
+        filter: JobFilter,
+        /// `failed` or `stale`.
+        state: RequeueState,
+        /// Location source for data sources whose ledger has none.
+        fallback_locations: Option<LocationSource>,
+        /// Variables for data sources whose ledger has none.
+        fallback_variables: Vec<String>,
+        /// Data sources per transaction.
+        batch_size: usize,
+    },
+    /// Redrive a dead-letter queue.
+    FromDlq {
+        /// The dead-letter queue.
+        dlq: QueueRef,
+        /// At most this many messages (`None`: all).
+        max_messages: Option<usize>,
+    },
+}
+
+impl RequeueConfig {
+    /// From flags.
+    ///
+    /// # Errors
+    /// Any invalid setting.
+    pub fn from_args(g: &GlobalArgs, a: &RequeueArgs) -> anyhow::Result<Self> {
+        let aws = AwsConfig::from_args(&a.aws)?;
+        let queue = match QueueRef::from_args(&a.queue) {
+            Ok(q) => Some(q),
+            // A dry run of data sources sends nothing, so it needs no queue.
+            Err(_) if a.dry_run && a.from_dlq.is_none() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mode = match &a.from_dlq {
+            Some(d) => {
+                let d = d.trim();
+                let dlq = if d.starts_with("http://") || d.starts_with("https://") {
+                    QueueRef::Url(d.to_owned())
+                } else {
+                    QueueRef::from_args(&crate::cli::QueueArgs {
+                        queue_url: None,
+                        queue_name: Some(d.to_owned()),
+                    })
+                    .context("--from-dlq")?
+                };
+                Mode::FromDlq {
+                    dlq,
+                    max_messages: (a.max_messages > 0).then_some(a.max_messages),
+                }
+            }
+            None => {
+                if !(1..=1000).contains(&a.batch_size) {
+                    bail!("--batch-size must be 1..=1000");
+                }
+                let fallback_locations = a
+                    .locations
+                    .as_deref()
+                    .map(|l| LocationSource::parse(l, Some(&aws), false))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)
+                    .context("--locations")?;
+                crate::message::validate_variables(&a.variables).context("--variables")?;
+                Mode::DataSources {
+                    filter: JobFilter::from_args(&a.filter)?,
+                    state: a.state,
+                    fallback_locations,
+                    fallback_variables: a.variables.clone(),
+                    batch_size: a.batch_size,
+                }
+            }
+        };
+        Ok(RequeueConfig {
+            db: DbConfig::from_args(g)?,
+            aws,
+            queue,
+            mode,
+            dry_run: a.dry_run,
+        })
+    }
+}
+
+impl RequeueConfig {
+    fn queue(&self) -> anyhow::Result<&QueueRef> {
+        self.queue
+            .as_ref()
+            .context("--queue-url or --queue-name is required")
+    }
+}
+
+/// The location source a ledger identity key stands for (`None` for a key this version does
+/// not know). Keys are written by [`crate::pipeline::plan`]: `all`, `cities:SOURCE:N:HASH`
+/// (`SOURCE` `*` for every source), `geojson:URL:SIZE:HASH`, `boundary:URL:SIZE:HASH`; the URL
+/// and the source may hold `:` themselves, the last two fields never do.
+pub fn location_of_key(key: &str) -> Option<String> {
+    if key == "all" {
+        return Some("all".into());
+    }
+    let (kind, rest) = key.split_once(':')?;
+    let mut tail = rest.rsplitn(3, ':');
+    let hash = tail.next()?;
+    let count = tail.next()?;
+    let what = tail.next()?;
+    if what.is_empty()
+        || count.parse::<u64>().is_err()
+        || hash.len() != 16
+        || !hash.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    match kind {
+        "cities" if what == "*" => Some("cities".into()),
+        "cities" => Some(format!("cities:{what}")),
+        "geojson" | "boundary" => Some(format!("{kind}:{what}")),
+        _ => None,
+    }
+}
+
+/// One data source `requeue` handled.
+#[derive(Debug, Clone)]
+pub struct Requeued {
+    /// `dataset/scenario/model/year`.
+    pub name: String,
+    /// `failed` or `stale`.
+    pub from: String,
+    /// The job sent, or why none was.
+    pub job: Result<JobSpec, String>,
+}
+
+/// What `requeue` did.
+#[derive(Debug, Default)]
+pub struct RequeueReport {
+    /// Data sources moved to `pending` (or, in a dry run, that would be), with their jobs.
+    pub requeued: Vec<Requeued>,
+    /// Data sources left alone: their job is unknown, or another worker changed their state
+    /// first.
+    pub left: Vec<Requeued>,
+    /// Messages sent (or, with `--from-dlq`, moved).
+    pub sent: usize,
+    /// `--from-dlq`: messages whose delete from the dead-letter queue failed after they were
+    /// sent (they will be sent again by a later redrive).
+    pub delete_failed: usize,
+    /// Lines describing a dry run's messages.
+    pub dry_run_bodies: Vec<String>,
+}
+
+impl RequeueReport {
+    /// What `requeue` prints.
+    pub fn render(&self, cfg: &RequeueConfig) -> String {
+        let mut out = String::new();
+        let verb = if cfg.dry_run {
+            "would requeue"
+        } else {
+            "requeued"
+        };
+        for r in &self.requeued {
+            if let Ok(j) = &r.job {
+                let _ = writeln!(
+                    out,
+                    "{verb} {} ({} → pending): variables {}, locations {}{}",
+                    r.name,
+                    r.from,
+                    j.variables.join(","),
+                    j.locations,
+                    if j.update_existing {
+                        ", update_existing"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        for r in &self.left {
+            let _ = writeln!(
+                out,
+                "left {} ({}): {}",
+                r.name,
+                r.from,
+                r.job.as_ref().err().map_or("", String::as_str)
+            );
+        }
+        for b in &self.dry_run_bodies {
+            let _ = writeln!(out, "{b}");
+        }
+        match &cfg.mode {
+            Mode::DataSources { .. } => {
+                let _ = writeln!(
+                    out,
+                    "{} data sources {verb}, {} messages {}, {} left alone",
+                    self.requeued.len(),
+                    self.sent,
+                    if cfg.dry_run { "to send" } else { "sent" },
+                    self.left.len()
+                );
+            }
+            Mode::FromDlq { .. } => {
+                if cfg.dry_run {
+                    let _ = writeln!(
+                        out,
+                        "{} messages in the dead-letter queue would be moved (dry run: left \
+                         where they are)",
+                        self.sent
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "moved {} messages from the dead-letter queue{}",
+                        self.sent,
+                        if self.delete_failed > 0 {
+                            format!(
+                                "; {} of them could not be deleted from it and will be sent \
+                                 again by the next redrive",
+                                self.delete_failed
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Runs `requeue`.
+///
+/// # Errors
+/// Database and SQS failures; what was done before a failure is committed and reported in the
+/// logs.
+pub async fn run(cfg: &RequeueConfig) -> anyhow::Result<RequeueReport> {
+    match &cfg.mode {
+        Mode::DataSources {
+            filter,
+            state,
+            fallback_locations,
+            fallback_variables,
+            batch_size,
+        } => {
+            requeue_data_sources(
+                cfg,
+                filter,
+                *state,
+                fallback_locations.as_ref(),
+                fallback_variables,
+                *batch_size,
+            )
+            .await
+        }
+        Mode::FromDlq { dlq, max_messages } => redrive(cfg, dlq, *max_messages).await,
+    }
+}
+
+/// The last attempt's job of each data source: (variables, location key, update_existing) of
+/// its latest ledger entry that is not `skipped`.
+async fn last_jobs(
+    client: &impl tokio_postgres::GenericClient,
+    ids: &[i64],
+) -> anyhow::Result<HashMap<i64, (Vec<String>, Option<String>, bool)>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (data_source_id) data_source_id, variables, location_key,
+                    update_existing
+             FROM job_ledger
+             WHERE data_source_id = ANY($1) AND outcome <> 'skipped'
+             ORDER BY data_source_id, finished_at DESC, id DESC",
+            &[&ids],
+        )
+        .await
+        .context("reading the job ledger")?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect())
+}
+
+fn rebuild(
+    row: &JobRow,
+    last: Option<&(Vec<String>, Option<String>, bool)>,
+    aws: &AwsConfig,
+    fallback_locations: Option<&LocationSource>,
+    fallback_variables: &[String],
+) -> Result<JobSpec, String> {
+    let recorded = last.and_then(|(_, key, _)| key.as_deref());
+    let locations = match recorded.map(|k| (k, location_of_key(k))) {
+        Some((_, Some(l))) => LocationSource::parse(&l, Some(aws), false)
+            .map_err(|e| format!("its recorded location source no longer passes: {e}"))?,
+        Some((k, None)) => {
+            return Err(format!("unknown location key {k:?} in the ledger"));
+        }
+        None => fallback_locations.cloned().ok_or_else(|| {
+            "the ledger does not record its location source (its attempt failed before \
+             resolving it, or never ended); pass --locations"
+                .to_owned()
+        })?,
+    };
+    let variables: Vec<String> = match last {
+        Some((v, _, _)) if !v.is_empty() => v.clone(),
+        _ => fallback_variables.to_vec(),
+    };
+    let update = last.is_some_and(|(_, _, u)| *u);
+    JobSpec::new(
+        &row.dataset,
+        &row.scenario,
+        &row.model,
+        row.year,
+        &variables,
+        locations,
+        update,
+        None,
+        Some(aws),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn requeue_data_sources(
+    cfg: &RequeueConfig,
+    filter: &JobFilter,
+    state: RequeueState,
+    fallback_locations: Option<&LocationSource>,
+    fallback_variables: &[String],
+    batch_size: usize,
+) -> anyhow::Result<RequeueReport> {
+    let (shown, from) = match state {
+        RequeueState::Failed => (crate::cli::ShownState::Failed, JobState::Failed),
+        RequeueState::Stale => (crate::cli::ShownState::Stale, JobState::Running),
+    };
+    // The state machine is the authority: requeue only moves what may become `pending`.
+    if !from.can_become(JobState::Pending) {
+        bail!("{} → pending is not an allowed transition", from.as_str());
+    }
+    let mut f = filter.clone();
+    f.states = vec![shown];
+    f.limit = None;
+    let pool = db::pool(&cfg.db, 1)?;
+    let mut client = pool.get().await.context("connecting to the database")?;
+    let rows = jobs::select(&**client, &f).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let last = last_jobs(&**client, &ids).await?;
+    let mut report = RequeueReport::default();
+    let mut todo: Vec<(&JobRow, JobSpec)> = Vec::new();
+    for r in &rows {
+        let name = format!("{}/{}/{}/{}", r.dataset, r.scenario, r.model, r.year);
+        match rebuild(
+            r,
+            last.get(&r.id),
+            &cfg.aws,
+            fallback_locations,
+            fallback_variables,
+        ) {
+            Ok(job) => todo.push((r, job)),
+            Err(why) => report.left.push(Requeued {
+                name,
+                from: shown.as_str().into(),
+                job: Err(why),
+            }),
+        }
+    }
+    if cfg.dry_run {
+        for (r, job) in todo {
+            report.dry_run_bodies.push(job.to_native_json());
+            report.sent += 1;
+            report.requeued.push(Requeued {
+                name: job.id(),
+                from: r.state.clone(),
+                job: Ok(job),
+            });
+        }
+        return Ok(report);
+    }
+    if todo.is_empty() {
+        return Ok(report);
+    }
+    let clients = aws::clients(&cfg.aws).await;
+    let url = queue::resolve_url(&clients.sqs, cfg.queue()?).await?;
+    let sources = JobState::sources_of(JobState::Pending);
+    let guard: Vec<&str> = sources
+        .into_iter()
+        .filter(|s| *s == from.as_str())
+        .collect();
+    let stale_only = state == RequeueState::Stale;
+    for batch in todo.chunks(batch_size) {
+        let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
+        let tx = client.transaction().await?;
+        let moved: Vec<i64> = tx
+            .query(
+                "UPDATE data_source SET state = 'pending'
+                 WHERE id = ANY($1) AND state = ANY($2)
+                   AND (NOT $3 OR started_at < now() - make_interval(secs => $4::float8))
+                 RETURNING id",
+                &[&ids, &guard, &stale_only, &filter.stale_after],
+            )
+            .await
+            .context("moving data sources to pending")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut bodies = Vec::with_capacity(moved.len());
+        for (r, job) in batch {
+            if moved.contains(&r.id) {
+                bodies.push(job.to_native_json());
+            }
+        }
+        let sent = queue::send_all(&clients.sqs, &url, &bodies)
+            .await
+            .context("sending the jobs (their data sources stay as they were)")?;
+        tx.commit()
+            .await
+            .context("committing the state change (the jobs were sent)")?;
+        report.sent += sent;
+        for (r, job) in batch {
+            let entry = Requeued {
+                name: job.id(),
+                from: r.state.clone(),
+                job: Ok(job.clone()),
+            };
+            if moved.contains(&r.id) {
+                tracing::info!(job = %job.id(), from = %r.state, locations = %job.locations, "requeued");
+                report.requeued.push(entry);
+            } else {
+                report.left.push(Requeued {
+                    job: Err("its state changed meanwhile (another worker took it)".into()),
+                    ..entry
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn redrive(
+    cfg: &RequeueConfig,
+    dlq: &QueueRef,
+    max_messages: Option<usize>,
+) -> anyhow::Result<RequeueReport> {
+    let clients = aws::clients(&cfg.aws).await;
+    let sqs = &clients.sqs;
+    let url = queue::resolve_url(sqs, cfg.queue()?).await?;
+    let dlq_url = queue::resolve_url(sqs, dlq).await.context("--from-dlq")?;
+    if url == dlq_url {
+        bail!("--from-dlq names the queue itself");
+    }
+    let mut report = RequeueReport::default();
+    let mut seen: Vec<String> = Vec::new();
+    let mut held: Vec<String> = Vec::new();
+    loop {
+        let want = max_messages.map_or(10, |m| m.saturating_sub(report.sent).min(10));
+        if want == 0 {
+            break;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(&dlq_url)
+            .max_number_of_messages(want as i32)
+            .wait_time_seconds(1)
+            .visibility_timeout(120)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("sqs ReceiveMessage: {}", aws::error_chain(&e)))?;
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            break;
+        }
+        if cfg.dry_run {
+            let mut fresh = 0;
+            for m in &msgs {
+                let id = m.message_id().unwrap_or_default().to_owned();
+                if let Some(h) = m.receipt_handle() {
+                    held.push(h.to_owned());
+                }
+                if seen.contains(&id) {
+                    continue;
+                }
+                fresh += 1;
+                report
+                    .dry_run_bodies
+                    .push(m.body().unwrap_or_default().to_owned());
+                seen.push(id);
+                report.sent += 1;
+            }
+            if fresh == 0 {
+                break;
+            }
+            continue;
+        }
+        let bodies: Vec<String> = msgs
+            .iter()
+            .map(|m| m.body().unwrap_or_default().to_owned())
+            .collect();
+        // Send first; only what was sent is deleted. On a failure nothing of this batch is
+        // deleted: the messages become visible in the dead-letter queue again.
+        let sent = queue::send_all(sqs, &url, &bodies).await.with_context(|| {
+            format!(
+                "sending to the queue ({} messages moved before; this batch stays in the \
+                 dead-letter queue)",
+                report.sent
+            )
+        })?;
+        report.sent += sent;
+        let entries: Vec<DeleteMessageBatchRequestEntry> = msgs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match sqs
+            .delete_message_batch()
+            .queue_url(&dlq_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => report.delete_failed += out.failed().len(),
+            Err(e) => {
+                tracing::warn!(error = %aws::error_chain(&e), "deleting redriven messages from the dead-letter queue failed");
+                report.delete_failed += msgs.len();
+            }
+        }
+        tracing::info!(
+            moved = sent,
+            total = report.sent,
+            "redriven from the dead-letter queue"
+        );
+    }
+    // A dry run made what it received invisible: make it visible again.
+    for h in held {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(&dlq_url)
+            .receipt_handle(h)
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::plan::cities_key;
+
+    #[test]
+    fn location_keys_give_back_their_source() {
+        assert_eq!(location_of_key("all").as_deref(), Some("all"));
+        assert_eq!(
+            location_of_key(&cities_key(None, &[3, 1])).as_deref(),
+            Some("cities")
+        );
+        assert_eq!(
+            location_of_key(&cities_key(Some("us:top200"), &[7])).as_deref(),
+            Some("cities:us:top200")
+        );
+        assert_eq!(
+            location_of_key("geojson:s3://b-1/dir/x.geojson:1234:00ff00ff00ff00ff").as_deref(),
+            Some("geojson:s3://b-1/dir/x.geojson")
+        );
+        assert_eq!(
+            location_of_key("boundary:s3://b-1/y.json:9:0123456789abcdef").as_deref(),
+            Some("boundary:s3://b-1/y.json")
+        );
+        assert_eq!(location_of_key("geojson:s3://b/x:12"), None);
+        assert_eq!(location_of_key("teleport:x:1:0123456789abcdef"), None);
+        assert_eq!(location_of_key("cities::1:0123456789abcdef"), None);
+    }
+}
