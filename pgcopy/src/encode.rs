@@ -272,6 +272,11 @@ pub trait ArrayElement: Copy + sealed::Sealed {
     fn put(self, dst: &mut [u8]);
     /// Whether the value is a floating-point NaN.
     fn is_nan(self) -> bool;
+    /// Reads a big-endian value from the first `SIZE` bytes of `src` (decoding).
+    ///
+    /// # Panics
+    /// If `src` is shorter than `SIZE`.
+    fn get(src: &[u8]) -> Self;
 }
 
 macro_rules! element {
@@ -289,6 +294,12 @@ macro_rules! element {
             fn is_nan(self) -> bool {
                 let f: fn($t) -> bool = $nan;
                 f(self)
+            }
+            #[inline(always)]
+            fn get(src: &[u8]) -> Self {
+                let mut b = [0u8; $size];
+                b.copy_from_slice(&src[..$size]);
+                <$t>::from_be_bytes(b)
             }
         }
     };

@@ -1,4 +1,5 @@
-//! Error types: [`EncodeError`] for the pure encoder, [`LoadError`] for loads.
+//! Error types: [`EncodeError`] for the pure encoder, [`DecodeError`] for the pure decoder,
+//! [`LoadError`] for loads and reads.
 
 use std::time::Duration;
 
@@ -72,7 +73,134 @@ pub enum EncodeError {
     InvalidColumns(String),
 }
 
-/// An error raised by a load into PostgreSQL.
+/// An error raised while decoding binary COPY data (a `COPY … TO` stream).
+///
+/// Decoding errors are permanent: the same bytes give the same error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The stream does not start with the binary COPY signature.
+    #[error("not a binary COPY stream (bad signature)")]
+    BadSignature,
+    /// The header sets flags this decoder does not support (OIDs, or an incompatible format).
+    #[error("unsupported binary COPY header flags {flags:#010x}")]
+    UnsupportedFlags {
+        /// The header's flags word.
+        flags: u32,
+    },
+    /// The header is malformed.
+    #[error("bad binary COPY header: {reason}")]
+    BadHeader {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A tuple's field count is negative (other than the trailer's -1) or too large.
+    #[error("byte {offset}: invalid field count {count}")]
+    BadFieldCount {
+        /// Offset of the tuple in the stream.
+        offset: u64,
+        /// The field count read.
+        count: i16,
+    },
+    /// A field's length word is negative (other than -1 for NULL).
+    #[error("byte {offset}: invalid field length {len}")]
+    BadFieldLength {
+        /// Offset of the length word in the stream.
+        offset: u64,
+        /// The length read.
+        len: i32,
+    },
+    /// The stream ended inside the header or a tuple, or without a trailer.
+    #[error("stream ended at byte {offset} without a trailer ({buffered} unframed bytes)")]
+    Truncated {
+        /// Bytes framed before the end.
+        offset: u64,
+        /// Bytes left that did not make a whole tuple.
+        buffered: usize,
+    },
+    /// Bytes follow the trailer.
+    #[error("{len} bytes after the trailer at byte {offset}")]
+    TrailingData {
+        /// Offset of the first extra byte.
+        offset: u64,
+        /// Number of extra bytes seen.
+        len: usize,
+    },
+    /// A tuple has another number of fields than the declared columns.
+    #[error("tuple has {got} fields, {expected} columns declared")]
+    FieldCount {
+        /// Number of declared columns.
+        expected: usize,
+        /// Number of fields in the tuple (or read, for [`RowReader::finish`](crate::decode::RowReader::finish)).
+        got: usize,
+    },
+    /// More fields were read than columns were declared.
+    #[error("more than the {expected} declared fields read")]
+    TooManyFields {
+        /// Number of declared columns.
+        expected: usize,
+    },
+    /// A tuple's bytes end inside a field (bytes not framed by [`Tuples`](crate::decode::Tuples)).
+    #[error("tuple ends inside field {field}")]
+    TupleTruncated {
+        /// 0-based index of the field.
+        field: usize,
+    },
+    /// A field was read as another type than its column's declared type.
+    #[error("declared {expected:?}, read as {got:?}")]
+    WrongType {
+        /// The column's declared type.
+        expected: ColumnType,
+        /// The type asked for.
+        got: ColumnType,
+    },
+    /// A fixed-size value has the wrong length.
+    #[error("{ty:?} value of {got} bytes (expected {expected})")]
+    FieldLength {
+        /// The type being decoded.
+        ty: ColumnType,
+        /// Its binary size.
+        expected: usize,
+        /// The field's length.
+        got: usize,
+    },
+    /// A text value is not UTF-8.
+    #[error("text value is not UTF-8 (at byte {offset})")]
+    InvalidText {
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+    /// An array field is malformed.
+    #[error("{ty:?} value: {reason}")]
+    Array {
+        /// The array type being decoded.
+        ty: ColumnType,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An array's element type is not the one asked for.
+    #[error("{ty:?} value has element type OID {got} (expected {expected})")]
+    ElementType {
+        /// The array type being decoded.
+        ty: ColumnType,
+        /// The expected element OID.
+        expected: u32,
+        /// The element OID in the data.
+        got: u32,
+    },
+    /// An error in one field of a tuple.
+    #[error("column {index} ({column:?}): {error}")]
+    InField {
+        /// 0-based index of the column.
+        index: usize,
+        /// Name of the column.
+        column: String,
+        /// The field's error.
+        error: Box<DecodeError>,
+    },
+}
+
+/// An error raised by a load into PostgreSQL, or by reading a `COPY … TO` stream from it.
 ///
 /// Use [`LoadError::is_retryable`] to decide whether running the same load again can help, and
 /// [`LoadError::sqlstate`] for the server's error code.
@@ -82,6 +210,9 @@ pub enum LoadError {
     /// The rows could not be encoded (bad input; never retryable).
     #[error("encoding rows: {0}")]
     Encode(#[from] EncodeError),
+    /// A `COPY … TO` stream could not be decoded (never retryable).
+    #[error("decoding rows: {0}")]
+    Decode(#[from] DecodeError),
     /// PostgreSQL (or the connection to it) reported an error.
     #[error("{context}: {source}{}", fmt_code(.sqlstate.as_ref()))]
     Postgres {

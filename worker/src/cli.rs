@@ -224,6 +224,14 @@ pub enum Command {
     /// Quick-look PNG plots for QA: a location's daily series across models from the database,
     /// or one day of a NetCDF file as a map.
     Plot(PlotArgs),
+
+    /// Derive the historic data the API serves from the loaded `historical` scenario (the old
+    /// `generate_historic`): per dataset and period, each cell's average year (366 slots by
+    /// calendar date, Feb 29 from leap years only) and its percentile baselines (1, 5, 95, 99:
+    /// each model's percentile over the period, pr on wet days only, then the mean over the
+    /// models). Each (dataset, period) replaces its earlier results in one transaction; then
+    /// the tables are analyzed. Run it after a load.
+    DeriveHistoric(DeriveHistoricArgs),
 }
 
 /// Which data sources (`jobs`, `requeue`).
@@ -469,6 +477,32 @@ pub struct PlotMapArgs {
     /// Image height, pixels (default: from the width and the grid's aspect).
     #[arg(long)]
     pub height: Option<u32>,
+}
+
+/// `derive-historic` flags.
+#[derive(Debug, Args)]
+pub struct DeriveHistoricArgs {
+    /// Dataset (NEX-GDDP, LOCA, NEX-GDDP-CMIP6); default: every dataset with historical data.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Periods as START-END, comma-separated (`1971-2000,1981-2010`); each must be fully
+    /// loaded. Default: every 30-year window starting at a year ending in 1 (1951-1980,
+    /// 1961-1990, …) whose years are all loaded.
+    #[arg(long)]
+    pub periods: Option<String>,
+    /// Cells: `all` (every cell with historical data) or `cities` / `cities:SOURCE` (the cells
+    /// of the imported locations; only their earlier results are replaced).
+    #[arg(long, default_value = "all")]
+    pub cells: String,
+    /// Threads computing cells (default: the number of cores).
+    #[arg(long, env = "NEXINGEST_DERIVE_JOBS")]
+    pub jobs: Option<usize>,
+    /// Parallel input streams (`COPY … TO` connections, each over a range of cells).
+    #[arg(long, env = "NEXINGEST_DERIVE_STREAMS", default_value_t = 2)]
+    pub streams: usize,
+    /// No progress bar (logs only).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// `enqueue` flags.

@@ -27,6 +27,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "job_identity",
         sql: include_str!("../migrations/0002_job_identity.sql"),
     },
+    Migration {
+        version: 3,
+        name: "historic",
+        sql: include_str!("../migrations/0003_historic.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod derive;
 pub mod error;
 pub mod locations;
 pub mod logging;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use crate::cli::{Cli, Command, PlotKind};
 use crate::config::{AwsConfig, DbConfig, PipelineConfig, RunConfig};
 
+pub mod derive_historic;
 pub mod doctor;
 pub mod enqueue;
 pub mod finalize;
@@ -87,6 +88,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.updated,
                 r.skipped.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeriveHistoric(a) => {
+            let db = DbConfig::from_args(g)?;
+            let cfg = crate::derive::DeriveConfig::from_args(db, a)?;
+            let out = derive_historic::run(&cfg, !a.no_progress).await?;
+            print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(a) => {
