@@ -458,13 +458,32 @@ fn locate_uses_nearest_data_cell_within_radius() {
     assert_eq!(m[2].cell, None);
     assert_eq!(m[2].nearest, None);
     assert!(m[2].distance_km.is_nan());
+    // Reported as outside the window, with the distance to its nearest edge cell (the
+    // south-east corner: 10° E is nearer to 240° E than to 236° E round the globe), not as a
+    // cell without data.
+    let edge = haversine(points[2].0, points[2].1, spec.lat[0], spec.lon[15]);
+    assert!((m[2].outside_km.unwrap() - edge).abs() < 1e-6);
+    let why = m[2].reason().unwrap().to_string();
+    assert!(why.starts_with("outside the grid (nearest edge "), "{why}");
+    assert_eq!(
+        m[0].reason(),
+        Some(nexdecode::MatchReason::NearestCellHasNoData)
+    );
+    assert_eq!(m[1].reason(), None);
     // The same from an already decoded AllData block, without reading the file again.
     let all = file
         .decode_year(year, &CellSelection::AllData, &opts)
         .unwrap();
     let m2 = file.locate_in(&all, &points, &opts);
-    let key =
-        |x: &nexdecode::LocationMatch| (x.cell, x.nearest, x.substituted, x.distance_km.to_bits());
+    let key = |x: &nexdecode::LocationMatch| {
+        (
+            x.cell,
+            x.nearest,
+            x.substituted,
+            x.distance_km.to_bits(),
+            x.outside_km.map(f64::to_bits),
+        )
+    };
     assert_eq!(
         m2.iter().map(key).collect::<Vec<_>>(),
         m.iter().map(key).collect::<Vec<_>>()
