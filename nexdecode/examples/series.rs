@@ -55,7 +55,8 @@ fn run(
     let m = file.locate(year, &[(lat, lon)], opts)?[0];
     let Some(cell) = m.cell else {
         println!(
-            "# ({lat}, {lon}) is unmatched: no data cell within {} km",
+            "# ({lat}, {lon}) is unmatched: {}, no data cell within {} km",
+            m.reason().map_or_else(String::new, |r| r.to_string()),
             opts.data_radius_km
         );
         return Ok(());
@@ -71,11 +72,7 @@ fn run(
         cell.lat,
         cell.lon,
         m.distance_km,
-        if m.substituted {
-            " (nearest cell has no data)"
-        } else {
-            ""
-        }
+        m.reason().map_or_else(String::new, |r| format!(" ({r})"))
     );
     let leap = nexdecode::is_leap_year(year);
     let months = [

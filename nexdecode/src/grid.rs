@@ -37,6 +37,9 @@ pub struct Grid {
     lon: Vec<f64>,
     convention: LonConvention,
     global: bool,
+    /// Whether the first / last latitude row is the polar row of a global grid: every point
+    /// between it and its pole belongs to it.
+    polar: [bool; 2],
 }
 
 impl Grid {
@@ -60,11 +63,15 @@ impl Grid {
             let step = span / (lon.len() - 1) as f64;
             (span + step - 360.0).abs() <= 0.5 * step
         };
+        let polar = [(0, 1), (lat.len() - 1, lat.len().saturating_sub(2))].map(|(e, next)| {
+            global && lat.len() >= 2 && 90.0 - lat[e].abs() <= (lat[e] - lat[next]).abs() + 1e-9
+        });
         Ok(Grid {
             lat,
             lon,
             convention,
             global,
+            polar,
         })
     }
 
@@ -145,10 +152,51 @@ impl Grid {
 
     /// The nearest cell by grid index on each axis, or `None` when the point lies outside the grid
     /// (more than half a cell beyond an edge; never on a global longitude axis, which wraps).
+    ///
+    /// On a global grid a point poleward of the last latitude row belongs to that row when
+    /// the row is the polar one, i.e. no further row would fit between it and the pole (its
+    /// distance to the pole is at most the spacing of the last two rows): a Gaussian grid's
+    /// top row at 88.93° takes points up to 90°, as xarray's nearest selection does. A global
+    /// grid that stops short of a pole (NEX-GDDP-CMIP6 starts at −59.875°) keeps that edge.
     pub fn nearest_cell(&self, lat: f64, lon: f64) -> Option<CellIndex> {
-        let i = nearest_index(&self.lat, lat, false)?;
-        let j = nearest_index(&self.lon, self.normalize_lon(lon), self.global)?;
-        Some(CellIndex { lat: i, lon: j })
+        match self.place(lat, lon)? {
+            (c, true) => Some(c),
+            (_, false) => None,
+        }
+    }
+
+    /// The cell nearest by index with the point clamped to the grid: [`Grid::nearest_cell`]
+    /// for a point inside the grid, the nearest edge cell for one outside (e.g. to say how far
+    /// outside a regional grid it lies). `None` only for non-finite coordinates.
+    pub fn edge_cell(&self, lat: f64, lon: f64) -> Option<CellIndex> {
+        self.place(lat, lon).map(|(c, _)| c)
+    }
+
+    /// The nearest cell, clamped to the grid, and whether the point lies inside the grid.
+    fn place(&self, lat: f64, lon: f64) -> Option<(CellIndex, bool)> {
+        let open = if lat.abs() <= 90.0 {
+            self.polar
+        } else {
+            [false; 2]
+        };
+        let (i, lat_in) = nearest_index(&self.lat, lat, false, open)?;
+        let q = self.normalize_lon(lon);
+        let (mut j, lon_in) = nearest_index(&self.lon, q, self.global, [false; 2])?;
+        if !lon_in {
+            // Off a regional longitude axis: leave it by the end that is nearer round the globe
+            // (10° E is nearer to a window's eastern end at 240° E than to its western at 236° E).
+            let circ = |x: f64| {
+                let d = (x - q).abs().rem_euclid(360.0);
+                d.min(360.0 - d)
+            };
+            let n = self.lon.len();
+            j = if circ(self.lon[n - 1]) < circ(self.lon[0]) {
+                n - 1
+            } else {
+                0
+            };
+        }
+        Some((CellIndex { lat: i, lon: j }, lat_in && lon_in))
     }
 
     /// Great-circle distance (km) from a point to a cell's centre.
@@ -217,17 +265,19 @@ fn check_axis(name: &str, v: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
-/// Nearest index on a strictly monotonic axis (ascending or descending). Ties go to the lower
-/// index. `None` when `q` lies more than half an edge step outside the axis, unless `wrap` (a
-/// global longitude axis, where the seam is crossed instead).
-fn nearest_index(axis: &[f64], q: f64, wrap: bool) -> Option<usize> {
+/// Nearest index on a strictly monotonic axis (ascending or descending), and whether `q` lies
+/// on the axis: not more than half an edge step beyond its first/last value, unless that end is
+/// `open` (everything beyond it belongs to it), or `wrap` (a global longitude axis, where the
+/// seam is crossed instead). Outside the axis the index is the nearest end. Ties go to the
+/// lower index. `None` only for a non-finite `q`.
+fn nearest_index(axis: &[f64], q: f64, wrap: bool, open: [bool; 2]) -> Option<(usize, bool)> {
     let n = axis.len();
     if !q.is_finite() {
         return None;
     }
     if n == 1 {
         // No extent is known for a single-value axis: it covers everything.
-        return Some(0);
+        return Some((0, true));
     }
     let asc = axis[1] > axis[0];
     // First index whose value is past q in the axis direction.
@@ -245,17 +295,17 @@ fn nearest_index(axis: &[f64], q: f64, wrap: bool) -> Option<usize> {
             (p - 1, p)
         };
         let (da, db) = (circ(a), circ(b));
-        return Some(if da < db || (da == db && a < b) { a } else { b });
+        return Some((if da < db || (da == db && a < b) { a } else { b }, true));
     }
     let step_first = (axis[1] - axis[0]).abs();
     let step_last = (axis[n - 1] - axis[n - 2]).abs();
     if p == 0 {
-        return (dist(0) <= 0.5 * step_first + 1e-9).then_some(0);
+        return Some((0, open[0] || dist(0) <= 0.5 * step_first + 1e-9));
     }
     if p == n {
-        return (dist(n - 1) <= 0.5 * step_last + 1e-9).then_some(n - 1);
+        return Some((n - 1, open[1] || dist(n - 1) <= 0.5 * step_last + 1e-9));
     }
-    Some(if dist(p - 1) <= dist(p) { p - 1 } else { p })
+    Some((if dist(p - 1) <= dist(p) { p - 1 } else { p }, true))
 }
 
 #[cfg(test)]
@@ -358,6 +408,102 @@ mod tests {
         assert_eq!(g.nearest_cell(0.0, 12.5).unwrap().lon, 2); // tie → lower index
         assert_eq!(g.nearest_cell(0.0, 27.0).unwrap().lon, 3);
         assert_eq!(g.nearest_cell(0.0, 28.0), None);
+    }
+
+    /// The 128 latitudes of MIROC6's T85 Gaussian grid (MANIFEST #7), from the Gauss-Legendre
+    /// nodes, ascending (−88.928..88.928; spacing ≈ 1.4008°, 1.07° from the top row to the pole).
+    fn gaussian_128() -> Vec<f64> {
+        let n = 128;
+        let mut lat = Vec::with_capacity(n);
+        for k in 0..n {
+            // Newton on P_n from the Chebyshev-like guess; root k of P_n gives −cos θ ascending.
+            let mut x = -(std::f64::consts::PI * (k as f64 + 0.75) / (n as f64 + 0.5)).cos();
+            for _ in 0..50 {
+                let (mut p0, mut p1) = (1.0, x);
+                for m in 2..=n {
+                    let p2 = ((2 * m - 1) as f64 * x * p1 - (m - 1) as f64 * p0) / m as f64;
+                    p0 = p1;
+                    p1 = p2;
+                }
+                let dp = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+                x -= p1 / dp;
+            }
+            lat.push(x.asin().to_degrees());
+        }
+        lat
+    }
+
+    #[test]
+    fn polar_rows_of_global_grids_take_points_up_to_the_pole() {
+        let lat = gaussian_128();
+        assert!(
+            (lat[127] - 88.927_735_352_295_9).abs() < 1e-9,
+            "{}",
+            lat[127]
+        );
+        let g = Grid::new(lat.clone(), axis(0.0, 1.40625, 256)).unwrap();
+        assert!(g.is_global());
+        // 89.9° is 0.97° beyond the top row, more than half its 1.40° spacing: still the top row.
+        for (q, row) in [
+            (89.9, 127),
+            (90.0, 127),
+            (88.5, 127),
+            (-89.9, 0),
+            (-90.0, 0),
+        ] {
+            assert_eq!(g.nearest_cell(q, 10.0).map(|c| c.lat), Some(row), "{q}");
+        }
+        assert_eq!(g.nearest_cell(90.5, 10.0), None, "beyond the pole");
+        assert_eq!(g.nearest_cell(f64::NAN, 10.0), None);
+        // Descending, the same grid.
+        let mut desc = lat;
+        desc.reverse();
+        let g = Grid::new(desc, axis(0.0, 1.40625, 256)).unwrap();
+        assert_eq!(g.nearest_cell(89.9, 10.0).map(|c| c.lat), Some(0));
+        assert_eq!(g.nearest_cell(-89.9, 10.0).map(|c| c.lat), Some(127));
+        // A regular global 0.25° grid: 89.99 is within half a step anyway.
+        let g = Grid::new(axis(-89.875, 0.25, 720), axis(0.125, 0.25, 1440)).unwrap();
+        assert_eq!(g.nearest_cell(89.99, 0.0).map(|c| c.lat), Some(719));
+        // A global 2° grid whose rows stop 2° short of the poles: still polar.
+        let g = Grid::new(axis(-88.0, 2.0, 89), axis(0.0, 2.0, 180)).unwrap();
+        assert_eq!(g.nearest_cell(89.9, 0.0).map(|c| c.lat), Some(88));
+        // Rows stopping well short of a pole are edges, not polar rows: NEX-GDDP-CMIP6's
+        // southern edge at −59.875 keeps Antarctica outside; its northern row is polar.
+        let g = Grid::new(axis(-59.875, 0.25, 600), axis(0.125, 0.25, 1440)).unwrap();
+        assert_eq!(g.nearest_cell(-75.0, 10.0), None);
+        assert_eq!(g.nearest_cell(-60.2, 10.0), None);
+        assert_eq!(g.nearest_cell(90.0, 10.0).map(|c| c.lat), Some(599));
+        // A regional grid near a pole: no polar row (the longitudes do not go round).
+        let g = Grid::new(axis(80.5, 1.0, 9), axis(0.5, 1.0, 20)).unwrap();
+        assert!(!g.is_global());
+        assert_eq!(g.nearest_cell(89.9, 5.0), None);
+        assert_eq!(g.nearest_cell(89.0, 5.0).map(|c| c.lat), Some(8));
+    }
+
+    #[test]
+    fn edge_cell_clamps_points_outside_the_grid() {
+        // LOCA-like CONUS window.
+        let g = Grid::new(axis(23.53125, 0.0625, 490), axis(234.53125, 0.0625, 944)).unwrap();
+        // Honolulu: west and south of the grid → the south-west corner cell.
+        assert_eq!(g.nearest_cell(21.3069, -157.8583), None);
+        assert_eq!(
+            g.edge_cell(21.3069, -157.8583),
+            Some(CellIndex { lat: 0, lon: 0 })
+        );
+        // North of the grid, inside its longitudes → top row, same column as nearest would be.
+        let c = g.edge_cell(60.0, -100.01).unwrap();
+        assert_eq!(c.lat, 489);
+        assert_eq!(c.lon, ((259.99f64 - 234.53125) / 0.0625).round() as usize);
+        // West of a window at 236..240° E, 10° E is nearer to its eastern end round the globe.
+        let w = Grid::new(axis(36.625, 0.25, 12), axis(236.625, 0.25, 16)).unwrap();
+        assert_eq!(
+            w.edge_cell(-40.0, 10.0),
+            Some(CellIndex { lat: 0, lon: 15 })
+        );
+        assert_eq!(w.edge_cell(37.0, 200.0), Some(CellIndex { lat: 1, lon: 0 }));
+        // Inside: the same as the nearest cell.
+        assert_eq!(g.edge_cell(34.05, -118.26), g.nearest_cell(34.05, -118.26));
+        assert_eq!(g.edge_cell(f64::NAN, 0.0), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Mapping locations (lat, lon) to data cells of a year.
 
+use std::fmt;
+
 use crate::error::DecodeError;
 use crate::file::GridFile;
 use crate::grid::{CellIndex, Grid};
@@ -24,12 +26,54 @@ pub struct LocationMatch {
     /// True when `cell` is not `nearest` (the nearest cell had no data or the point lies outside
     /// the grid).
     pub substituted: bool,
+    /// For a point outside the grid, the great-circle distance (km) to the grid's nearest edge
+    /// cell ([`Grid::edge_cell`]); `None` inside the grid.
+    pub outside_km: Option<f64>,
 }
 
 impl LocationMatch {
     /// True when the location has a data cell.
     pub fn is_matched(&self) -> bool {
         self.cell.is_some()
+    }
+
+    /// Why the location did not take its own nearest cell (then `cell` is a substitute within
+    /// the search radius, or `None`); `None` when it did.
+    pub fn reason(&self) -> Option<MatchReason> {
+        if self.nearest.is_none() {
+            return Some(MatchReason::OutsideGrid {
+                edge_km: self.outside_km.unwrap_or(f64::NAN),
+            });
+        }
+        (self.substituted || self.cell.is_none()).then_some(MatchReason::NearestCellHasNoData)
+    }
+}
+
+/// Why a location is not in its own nearest cell ([`LocationMatch::reason`]). `Display` gives
+/// the text for reports: `outside the grid (nearest edge 3954.2 km)`, `nearest cell has no data`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum MatchReason {
+    /// The point lies outside the grid (beyond a regional grid's edge, or beyond the last
+    /// latitude of a grid that stops short of a pole); `edge_km` is the distance to the nearest
+    /// edge cell (NaN for a non-finite point).
+    OutsideGrid {
+        /// Great-circle distance (km) to the nearest edge cell.
+        edge_km: f64,
+    },
+    /// The point's nearest cell has no data in the year (ocean, outside a dataset's domain).
+    NearestCellHasNoData,
+}
+
+impl fmt::Display for MatchReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatchReason::OutsideGrid { edge_km } if edge_km.is_finite() => {
+                write!(f, "outside the grid (nearest edge {edge_km:.1} km)")
+            }
+            MatchReason::OutsideGrid { .. } => f.write_str("outside the grid"),
+            MatchReason::NearestCellHasNoData => f.write_str("nearest cell has no data"),
+        }
     }
 }
 
@@ -160,6 +204,12 @@ fn choose(
         .zip(nearest)
         .zip(candidates)
         .map(|((&(lat, lon), &near), cands)| {
+            let outside_km = match near {
+                Some(_) => None,
+                None => grid
+                    .edge_cell(lat, lon)
+                    .map(|c| grid.distance_km(lat, lon, c)),
+            };
             if let Some(c) = near
                 && has(c)
             {
@@ -171,6 +221,7 @@ fn choose(
                     distance_km,
                     nearest: near,
                     substituted: false,
+                    outside_km,
                 };
             }
             match cands.iter().find(|(c, _)| has(*c)) {
@@ -181,6 +232,7 @@ fn choose(
                     distance_km: d,
                     nearest: near,
                     substituted: true,
+                    outside_km,
                 },
                 None => LocationMatch {
                     lat,
@@ -189,6 +241,7 @@ fn choose(
                     distance_km: f64::NAN,
                     nearest: near,
                     substituted: false,
+                    outside_km,
                 },
             }
         })
@@ -207,5 +260,97 @@ fn merge(a: Known, b: Known) -> Known {
     Known {
         flat: pairs.iter().map(|p| p.0).collect(),
         has_data: pairs.iter().map(|p| p.1).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::haversine_km;
+
+    fn axis(start: f64, step: f64, n: usize) -> Vec<f64> {
+        (0..n).map(|i| start + step * i as f64).collect()
+    }
+
+    /// What `locate_in` does for a grid and a data mask, without a file.
+    fn place(
+        grid: &Grid,
+        points: &[(f64, f64)],
+        radius_km: f64,
+        has: impl Fn(CellIndex) -> bool,
+    ) -> Vec<LocationMatch> {
+        let nearest: Vec<_> = points
+            .iter()
+            .map(|&(la, lo)| grid.nearest_cell(la, lo))
+            .collect();
+        let candidates: Vec<_> = points
+            .iter()
+            .map(|&(la, lo)| grid.cells_within(la, lo, radius_km))
+            .collect();
+        choose(grid, points, &nearest, &candidates, has)
+    }
+
+    #[test]
+    fn outside_a_regional_grid_is_reported_as_outside_with_the_edge_distance() {
+        // A LOCA-like 1/16° window over the Bay Area; its western quarter has no data (ocean).
+        let grid = Grid::new(axis(37.28125, 0.0625, 12), axis(237.28125, 0.0625, 20)).unwrap();
+        let has = |c: CellIndex| c.lon >= 5;
+        let points = [
+            (21.3069, -157.8583), // Honolulu: far outside
+            (37.46875, -121.48),  // 4.5 km east of the eastern edge column, data within 50 km
+            (37.5, -122.70),      // inside, over the ocean: nearest cell has no data
+            (37.5, -122.0),       // inside, on land
+        ];
+        let m = place(&grid, &points, 50.0, has);
+
+        assert_eq!(m[0].cell, None);
+        assert_eq!(m[0].nearest, None);
+        let corner = grid.coords(CellIndex { lat: 0, lon: 0 });
+        let edge = haversine_km(points[0].0, points[0].1, corner.0, corner.1);
+        assert_eq!(m[0].outside_km, Some(edge));
+        assert_eq!(
+            m[0].reason(),
+            Some(MatchReason::OutsideGrid { edge_km: edge })
+        );
+        assert!((3000.0..5000.0).contains(&edge), "{edge}");
+        assert_eq!(
+            m[0].reason().unwrap().to_string(),
+            format!("outside the grid (nearest edge {edge:.1} km)")
+        );
+
+        assert!(m[1].is_matched() && m[1].substituted);
+        assert_eq!(m[1].cell.map(|c| c.lon), Some(19));
+        let km = m[1].outside_km.unwrap();
+        assert!((4.0..5.0).contains(&km), "{km}");
+        assert!(matches!(
+            m[1].reason(),
+            Some(MatchReason::OutsideGrid { .. })
+        ));
+
+        assert!(m[2].is_matched() && m[2].substituted);
+        assert_eq!(m[2].outside_km, None);
+        assert_eq!(m[2].reason(), Some(MatchReason::NearestCellHasNoData));
+        assert_eq!(
+            m[2].reason().unwrap().to_string(),
+            "nearest cell has no data"
+        );
+
+        assert!(m[3].is_matched() && !m[3].substituted);
+        assert_eq!((m[3].reason(), m[3].outside_km), (None, None));
+
+        // With no data cell within the radius, an ocean point is unmatched for lack of data.
+        let m = place(&grid, &points[2..3], 1.0, has);
+        assert_eq!(m[0].cell, None);
+        assert_eq!(m[0].reason(), Some(MatchReason::NearestCellHasNoData));
+    }
+
+    #[test]
+    fn a_point_beyond_the_polar_row_of_a_global_grid_takes_that_row() {
+        // Rows every 1.4° up to 88.9°, 1.1° short of the pole (like MIROC6's Gaussian grid).
+        let grid = Grid::new(axis(-88.9, 1.4, 128), axis(0.0, 1.40625, 256)).unwrap();
+        let m = place(&grid, &[(89.9, 10.0), (-89.9, 200.0)], 50.0, |_| true);
+        assert_eq!(m[0].cell.map(|c| c.lat), Some(127));
+        assert_eq!(m[1].cell.map(|c| c.lat), Some(0));
+        assert!(m.iter().all(|x| x.reason().is_none() && !x.substituted));
     }
 }

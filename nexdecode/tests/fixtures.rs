@@ -9,7 +9,10 @@
 use std::path::Path;
 
 use fixtures::set::{self, Fixture};
-use fixtures::{Calendar as FxCalendar, GridSpec, MissingSpec, TimeAxis as FxTimeAxis, write_grid};
+use fixtures::{
+    Calendar as FxCalendar, CoordType, Encoding, GridSpec, MissingSpec, Storage,
+    TimeAxis as FxTimeAxis, write_grid,
+};
 use ndarray::Array2;
 use nexdecode::{
     CellIndex, CellSelection, DecodeError, DecodeOptions, GridFile, ReadPath, YearBlock,
@@ -123,6 +126,18 @@ fn decode(file: &GridFile, year: i32, sel: &CellSelection, path: ReadPath) -> Ye
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Whether the spec's storage is one the chunked fast path takes (NetCDF-4 chunks, deflate with
+/// or without shuffle, f32).
+fn fast_path_eligible(spec: &GridSpec) -> bool {
+    matches!(
+        spec.storage,
+        Storage::Chunked {
+            deflate: Some(_),
+            ..
+        }
+    ) && spec.encoding == Encoding::F32
+}
+
 fn check_fixture(path: &Path, spec: &GridSpec) {
     let file = GridFile::open(path).unwrap_or_else(|e| panic!("{e}"));
     let info = file.variable();
@@ -148,6 +163,17 @@ fn check_fixture(path: &Path, spec: &GridSpec) {
             &netcdf.values,
             &format!("{name} auto vs netcdf"),
         );
+        // Files the fast path can read must really be read by it: `ReadPath::Chunked` fails
+        // instead of falling back.
+        if fast_path_eligible(spec) {
+            let fast = decode(&file, year, &CellSelection::AllData, ReadPath::Chunked);
+            assert_eq!(fast.cells, cells, "{name}: fast path cells");
+            assert_same(
+                &fast.values,
+                &netcdf.values,
+                &format!("{name} fast path vs netcdf"),
+            );
+        }
 
         // A selection: every third cell, masked ones included, given out of order.
         let mut sel: Vec<CellIndex> = (0..spec.lat.len() * spec.lon.len())
@@ -189,6 +215,114 @@ fn committed_fixtures_decode_to_the_generator_values() {
     for Fixture { spec, .. } in &all {
         let f = all.iter().find(|f| f.spec == *spec).unwrap();
         check_fixture(&f.path(), spec);
+    }
+}
+
+/// Every committed file with a NEX-GDDP (CMIP5) structure — float `lat`/`lon`, the stray
+/// `time` attribute and `coordinates = "height"` without a `height` variable, small chunks —
+/// is read by the fast path, and LOCA files carry their bounds variables.
+#[test]
+fn real_layout_traits_are_in_the_committed_set() {
+    fixtures::quiet_hdf5_errors();
+    let all = set::committed();
+    let nex_gddp: Vec<_> = all
+        .iter()
+        .filter(|f| f.spec.coord_type == CoordType::F32)
+        .collect();
+    assert!(nex_gddp.len() >= 4, "NEX-GDDP job + variant");
+    let mut small_chunks = 0;
+    for f in &nex_gddp {
+        assert!(fast_path_eligible(&f.spec), "{}", f.rel_path);
+        let nc = netcdf::open(f.path()).unwrap();
+        let lat = nc.variable("lat").unwrap();
+        assert_eq!(
+            lat.vartype(),
+            netcdf::types::NcVariableType::Float(netcdf::types::FloatType::F32)
+        );
+        let v = nc.variable(&f.spec.var.name).unwrap();
+        assert!(v.attribute("time").is_some() && v.attribute("coordinates").is_some());
+        assert!(nc.variable("height").is_none());
+        let Storage::Chunked { chunks, .. } = f.spec.storage else {
+            unreachable!()
+        };
+        let [_, ny, nx] = f.spec.shape();
+        small_chunks += usize::from(chunks[1] < ny && chunks[2] < nx);
+        let file = GridFile::open(f.path()).unwrap();
+        assert_eq!(file.grid().lat(), f.spec.lat.as_slice(), "{}", f.rel_path);
+        let opts = DecodeOptions {
+            read_path: ReadPath::Chunked,
+            ..DecodeOptions::default()
+        };
+        file.decode_year(2008, &CellSelection::AllData, &opts)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.rel_path));
+    }
+    assert_eq!(small_chunks, nex_gddp.len(), "several chunks per day");
+    for f in all.iter().filter(|f| f.rel_path.starts_with("loca/")) {
+        let nc = netcdf::open(f.path()).unwrap();
+        assert_eq!(nc.dimension("bnds").map(|d| d.len()), Some(2));
+        for b in ["lat_bnds", "lon_bnds", "time_bnds"] {
+            assert!(nc.variable(b).is_some(), "{}: {b}", f.rel_path);
+        }
+        // The data variable is still found among them.
+        assert_eq!(
+            GridFile::open(f.path()).unwrap().variable().name,
+            f.spec.var.name
+        );
+    }
+}
+
+/// NEX-GDDP-structured files with the real chunk shapes `1 × 90 × 180` and `30 × 72 × 144`
+/// (on a 92 × 184 window: partial edge chunks on both spatial axes), written by the generator
+/// and checked against its formula on the netcdf path and on the fast path, which must take
+/// them. To keep the test quick the files hold only the first 65 days of the year (two full
+/// 30-day chunks and a partial one; three 32-step batches of 1-day chunks), decoded with
+/// `allow_incomplete_year`.
+#[test]
+fn nex_gddp_real_chunk_shapes_on_the_fast_path() {
+    let dir = temp_dir();
+    for (chunks, var) in [([1, 90, 180], "tasmax"), ([30, 72, 144], "pr")] {
+        let mut spec =
+            GridSpec::nex_gddp(var, "rcp45", "MIROC5", 2008, (20.0, 43.0), (-120.0, -74.0));
+        spec.time.values.truncate(65);
+        assert_eq!(spec.shape(), [65, 92, 184]);
+        spec.storage = Storage::Chunked {
+            chunks,
+            shuffle: true,
+            deflate: Some(5),
+            classic_model: true,
+        };
+        let path = dir.path().join(spec.file_name());
+        write_grid(&path, &spec).unwrap();
+        let file = GridFile::open(&path).unwrap();
+        let (cells, expected) = expected_block(&spec, 2008);
+        assert!(spec.masked_cells() > 0 && !cells.is_empty());
+        let what = format!("{var} chunks {chunks:?}");
+        let decode = |sel: &CellSelection, read_path| {
+            let opts = DecodeOptions {
+                read_path,
+                allow_incomplete_year: true,
+                ..DecodeOptions::default()
+            };
+            file.decode_year(2008, sel, &opts)
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+        };
+        for rp in [ReadPath::Netcdf, ReadPath::Chunked] {
+            let b = decode(&CellSelection::AllData, rp);
+            assert_eq!(b.cells, cells, "{what} {rp:?}: data cells");
+            assert_same(&b.values, &expected, &format!("{what} {rp:?}"));
+        }
+        // A scattered selection across chunk borders, masked cells included.
+        let sel: Vec<CellIndex> = (0..92 * 184)
+            .step_by(89)
+            .map(|k| CellIndex {
+                lat: k / 184,
+                lon: k % 184,
+            })
+            .collect();
+        let fast = decode(&CellSelection::Cells(sel.clone()), ReadPath::Chunked);
+        let slow = decode(&CellSelection::Cells(sel), ReadPath::Netcdf);
+        assert_eq!(fast.cells, slow.cells);
+        assert_same(&fast.values, &slow.values, &format!("{what} selection"));
     }
 }
 
@@ -324,13 +458,32 @@ fn locate_uses_nearest_data_cell_within_radius() {
     assert_eq!(m[2].cell, None);
     assert_eq!(m[2].nearest, None);
     assert!(m[2].distance_km.is_nan());
+    // Reported as outside the window, with the distance to its nearest edge cell (the
+    // south-east corner: 10° E is nearer to 240° E than to 236° E round the globe), not as a
+    // cell without data.
+    let edge = haversine(points[2].0, points[2].1, spec.lat[0], spec.lon[15]);
+    assert!((m[2].outside_km.unwrap() - edge).abs() < 1e-6);
+    let why = m[2].reason().unwrap().to_string();
+    assert!(why.starts_with("outside the grid (nearest edge "), "{why}");
+    assert_eq!(
+        m[0].reason(),
+        Some(nexdecode::MatchReason::NearestCellHasNoData)
+    );
+    assert_eq!(m[1].reason(), None);
     // The same from an already decoded AllData block, without reading the file again.
     let all = file
         .decode_year(year, &CellSelection::AllData, &opts)
         .unwrap();
     let m2 = file.locate_in(&all, &points, &opts);
-    let key =
-        |x: &nexdecode::LocationMatch| (x.cell, x.nearest, x.substituted, x.distance_km.to_bits());
+    let key = |x: &nexdecode::LocationMatch| {
+        (
+            x.cell,
+            x.nearest,
+            x.substituted,
+            x.distance_km.to_bits(),
+            x.outside_km.map(f64::to_bits),
+        )
+    };
     assert_eq!(
         m2.iter().map(key).collect::<Vec<_>>(),
         m.iter().map(key).collect::<Vec<_>>()

@@ -264,6 +264,16 @@ fn r07_tas_gregorian_global_gaussian_single_step() {
     // Seam: 359.9 E is nearer to 0 (across the seam) than to 358.59375.
     assert_eq!(g.nearest_cell(0.0, 359.9).unwrap().lon, 0);
     assert_eq!(g.nearest_cell(0.0, -1.0).unwrap().lon, 255);
+    // Gaussian latitudes −88.9277353522959 … 88.9277353522959: a location poleward of the top
+    // row belongs to it (as xarray's nearest selection), not "outside the grid".
+    assert!((g.lat()[127] - 88.927_735_352_295_9).abs() < 1e-12);
+    assert!((g.lat()[0] + 88.927_735_352_295_9).abs() < 1e-12);
+    let m = file
+        .locate(2015, &[(89.9, 10.0), (-89.9, 10.0)], &opts(ReadPath::Auto))
+        .unwrap();
+    // 10° E: 10 / 1.40625 = 7.1 → column 7.
+    assert_eq!((m[0].cell, m[1].cell), (Some(c(127, 7)), Some(c(0, 7))));
+    assert!(m.iter().all(|x| !x.substituted && x.reason().is_none()));
     let err = file
         .decode_year(2015, &CellSelection::AllData, &DecodeOptions::default())
         .unwrap_err();
