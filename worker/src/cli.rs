@@ -254,16 +254,15 @@ pub struct JobFilterArgs {
     /// `2026-11-25 08:00:00+00`).
     #[arg(long, value_name = "AGO|TIMESTAMP")]
     pub since: Option<String>,
-    /// Seconds after its latest attempt started that a `running` data source counts as
-    /// `stale`. No attempt runs longer than the worker's job timeout (`NEXINGEST_JOB_TIMEOUT`,
-    /// 3600 s), and a redelivery of a job whose worker died restarts the clock (once the
-    /// message's visibility, `NEXINGEST_VISIBILITY_TIMEOUT`, 120 s, lapses), so the default is
-    /// 3600 + 2 × 120. Lower it only together with a lower job timeout.
+    /// Seconds without a heartbeat after which a `running` data source counts as `stale`
+    /// (its worker is gone). A worker records one when an attempt starts and at each extension
+    /// of the message's visibility (every third of `NEXINGEST_VISIBILITY_TIMEOUT`, 120 s;
+    /// `ingest` every 30 s), so the default, 300 s, is 2.5 visibility timeouts.
     #[arg(
         long,
         env = "NEXINGEST_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 3840
+        default_value_t = 300
     )]
     pub stale_after: u64,
 }

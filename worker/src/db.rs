@@ -32,6 +32,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "historic",
         sql: include_str!("../migrations/0003_historic.sql"),
     },
+    Migration {
+        version: 4,
+        name: "heartbeat",
+        sql: include_str!("../migrations/0004_heartbeat.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

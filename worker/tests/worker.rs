@@ -490,6 +490,16 @@ async fn heartbeat_keeps_a_long_job_from_being_delivered_twice() {
         w.drain_queue(&w.queue_url, 3).await.is_empty(),
         "deleted after commit"
     );
+    // Each extension also showed the job alive in the database (`jobs` tells stale ones).
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM data_source
+             WHERE heartbeat_at > started_at + interval '1 second'"
+        )
+        .await,
+        1,
+        "the heartbeat was recorded while the job ran"
+    );
     w.cleanup().await;
 }
 

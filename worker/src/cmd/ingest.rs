@@ -84,6 +84,17 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         return Ok(true);
     }
     let attempt_no = pl.begin_attempt(&prepared).await?;
+    // Shows `jobs` this attempt's process is alive (a `run` worker does so with its heartbeat).
+    let beat = {
+        let ds = prepared.data_source_id;
+        let pl = &pl;
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                pl.beat(ds).await;
+            }
+        }
+    };
     let bar = if a.no_progress {
         ProgressBar::hidden()
     } else {
@@ -99,10 +110,14 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
     let started = Started::now();
     let t = Instant::now();
     // The pipeline's lines carry the job from this span (as the consumer's do).
-    let r = pl
-        .execute(&spec, &prepared, &plan, &Inputs::Local(files), &attempt)
-        .instrument(tracing::info_span!("job", job = %spec.id()))
-        .await;
+    let inputs = Inputs::Local(files);
+    let work = pl
+        .execute(&spec, &prepared, &plan, &inputs, &attempt)
+        .instrument(tracing::info_span!("job", job = %spec.id()));
+    let r = tokio::select! {
+        r = work => r,
+        () = beat => unreachable!("the heartbeat loop never ends"),
+    };
     bar.finish_and_clear();
     match r {
         Ok(l) if l.superseded => {

@@ -2,14 +2,12 @@
 //! query that `requeue` shares.
 //!
 //! A data source's *shown* state is its `data_source.state`, except that a `running` one whose
-//! latest attempt started longer ago than `--stale-after` is shown as `stale`. The worker
-//! keeps a job alive by extending its message's visibility, not by writing to the database, so
-//! the database cannot tell a slow attempt from a dead worker sooner than the longest an attempt
-//! may run: the job timeout, after which the worker abandons the attempt itself. A worker that
-//! dies leaves `running` behind; SQS delivers the message again once its visibility lapses and
-//! the next attempt restarts the clock (`started_at`). So `stale` means: no attempt has started
-//! for longer than any attempt may run — its message is gone (in the dead-letter queue, or
-//! expired) and nothing will finish it.
+//! worker has not shown it is alive for longer than `--stale-after` is shown as `stale`. The
+//! worker records that it is alive in `data_source.heartbeat_at` when an attempt starts and each
+//! time it extends the message's visibility (every third of the visibility timeout; `ingest`
+//! every 30 s). A worker that dies stops the heartbeat; SQS delivers the message again once its
+//! visibility lapses, and the next attempt starts the clock again. So `stale` means: no worker
+//! has been alive on it for longer than a visibility timeout and then some.
 
 use std::fmt::Write as _;
 
@@ -233,7 +231,8 @@ const TS: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
 
 /// The shown-state expression; `$1` is `--stale-after` in seconds.
 pub(crate) const SHOWN_STATE: &str = "CASE WHEN ds.state = 'running' \
-     AND ds.started_at < now() - make_interval(secs => $1::float8) THEN 'stale' ELSE ds.state END";
+     AND coalesce(ds.heartbeat_at, ds.started_at) < now() - make_interval(secs => $1::float8) \
+     THEN 'stale' ELSE ds.state END";
 
 /// Data sources matching a filter, ordered by dataset, scenario, model, year.
 ///

@@ -436,7 +436,8 @@ async fn requeue_data_sources(
             .query(
                 "UPDATE data_source SET state = 'pending'
                  WHERE id = ANY($1) AND state = ANY($2)
-                   AND (NOT $3 OR started_at < now() - make_interval(secs => $4::float8))
+                   AND (NOT $3 OR coalesce(heartbeat_at, started_at)
+                                  < now() - make_interval(secs => $4::float8))
                  RETURNING id",
                 &[&ids, &guard, &stale_only, &filter.stale_after],
             )

@@ -542,11 +542,13 @@ async fn process(
 
     // Heartbeat for the whole handling, including waits for budget, load slots and retries.
     let lost = Arc::new(Notify::new());
+    let data_source = Arc::new(std::sync::OnceLock::new());
     let heartbeat = tokio::spawn(heartbeat(
         Arc::clone(ctx),
         receipt.to_owned(),
         Arc::clone(&attempt.gate),
         Arc::clone(&lost),
+        Arc::clone(&data_source),
     ));
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     let release = || release_visibility(&ctx.cfg, receive_count, message_id);
@@ -578,6 +580,7 @@ async fn process(
     };
     let spec = changed.as_ref().unwrap_or(spec);
     let ds = prepared.data_source_id;
+    let _ = data_source.set(ds);
 
     let work = async {
         // Plan (location source, identity) and drop a job that is done.
@@ -801,7 +804,13 @@ impl Drop for AbortOnDrop {
 /// retried with backoff while the current visibility lasts; once the receipt handle is known
 /// to be gone (or the visibility ran out) the job's [`CommitGate`] is closed and the job
 /// woken, unless its commit has already begun.
-async fn heartbeat(ctx: Arc<Ctx>, receipt: String, gate: Arc<CommitGate>, lost: Arc<Notify>) {
+async fn heartbeat(
+    ctx: Arc<Ctx>,
+    receipt: String,
+    gate: Arc<CommitGate>,
+    lost: Arc<Notify>,
+    data_source: Arc<std::sync::OnceLock<i64>>,
+) {
     let vis = ctx.cfg.visibility_timeout;
     let every = (vis / 3).max(Duration::from_millis(500));
     // Stop trying this long before the visibility runs out.
@@ -844,6 +853,9 @@ async fn heartbeat(ctx: Arc<Ctx>, receipt: String, gate: Arc<CommitGate>, lost: 
                 Ok(Ok(_)) => {
                     valid_until = tokio::time::Instant::now() + vis;
                     tracing::debug!(visibility_s = vis.as_secs(), "visibility extended");
+                    if let Some(&id) = data_source.get() {
+                        ctx.pipeline.beat(id).await;
+                    }
                     break;
                 }
                 Ok(Err(e)) if receipt_gone(&e) => {

@@ -245,13 +245,37 @@ impl Pipeline {
                 "UPDATE data_source
                  SET attempts = attempts + 1,
                      state = CASE WHEN state = ANY($2) THEN 'running' ELSE state END,
-                     started_at = clock_timestamp()
+                     started_at = clock_timestamp(), heartbeat_at = clock_timestamp()
                  WHERE id = $1
                  RETURNING attempts",
                 &[&p.data_source_id, &from],
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// Notes that the worker running an attempt of this data source is alive
+    /// (`data_source.heartbeat_at`; `jobs` shows a `running` data source without a recent one as
+    /// `stale`). Best effort: a failure is only logged.
+    pub async fn beat(&self, data_source_id: i64) {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE data_source SET heartbeat_at = clock_timestamp()
+                     WHERE id = $1 AND state = 'running'",
+                    &[&data_source_id],
+                )
+                .await?;
+            Ok::<_, JobError>(())
+        })
+        .await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::debug!(
+                data_source = data_source_id,
+                "could not record the heartbeat"
+            );
+        }
     }
 
     /// Records an attempt that did not load: a ledger entry (`failed` when permanent, else
