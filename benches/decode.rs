@@ -18,8 +18,12 @@
 //! raw decompressed bytes of the whole grid / time; from the medians of this run, so a noisy
 //! shared machine affects all alike) and the peak RSS growth of each decode.
 //!
-//! Run: `cargo bench -p nexingest-benches --bench decode` (the input is generated once into
-//! `target/bench-data/`).
+//! A second group does the same for the NEX-GDDP (CMIP5) small-chunk layout: a 365 × 720 × 1440
+//! file in chunks of 1 × 90 × 180 (64 per day, 23,360 in all), reported against its own
+//! inflate limit (a′) of those chunks: (b2′) `AllData` cold, (b3′) `AllData` warm.
+//!
+//! Run: `cargo bench -p nexingest-benches --bench decode` (the inputs are generated once into
+//! `target/bench-data/`); `-- small_chunks` runs only the NEX-GDDP group.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,15 +72,18 @@ fn options(read_path: ReadPath) -> DecodeOptions {
     }
 }
 
+/// The year of both benchmark files.
+const YEAR: i32 = 2015;
+
 fn decode(path: &Path, cells: &CellSelection, read_path: ReadPath) -> YearBlock {
     let file = GridFile::open(path).expect("open the benchmark grid");
-    file.decode_year(2015, cells, &options(read_path))
+    file.decode_year(YEAR, cells, &options(read_path))
         .expect("decode the benchmark grid")
 }
 
 fn decode_into(path: &Path, read_path: ReadPath, block: &mut YearBlock) {
     let file = GridFile::open(path).expect("open the benchmark grid");
-    file.decode_year_into(2015, &CellSelection::AllData, &options(read_path), block)
+    file.decode_year_into(YEAR, &CellSelection::AllData, &options(read_path), block)
         .expect("decode the benchmark grid")
 }
 
@@ -180,6 +187,55 @@ fn main() {
     });
     group.finish();
 
+    // The NEX-GDDP (CMIP5) small-chunk layout, against its own inflate limit.
+    let ng_path = nb::nex_gddp_full_grid_file();
+    let t = Instant::now();
+    let (ng_chunks, ng_chunk_bytes) = nb::raw_chunks(&ng_path, nb::FULL_GRID_VAR);
+    let ng_index_s = t.elapsed().as_secs_f64();
+    let ng_raw = (ng_chunks.len() * ng_chunk_bytes) as u64;
+    let ng_file = std::fs::File::open(&ng_path).expect("open the NEX-GDDP benchmark grid");
+    let ng_stored: u64 = ng_chunks.iter().map(|c| c.size as u64).sum();
+    let mut group = c.benchmark_group("decode_365x720x1440_small_chunks");
+    group.throughput(Throughput::Bytes(ng_raw));
+    group.bench_function("inflate_limit", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                assert_eq!(
+                    nb::raw_inflate_all(&ng_file, &ng_chunks, ng_chunk_bytes) as u64,
+                    ng_raw
+                );
+            }
+            let d = t.elapsed();
+            record("ng_inflate_limit", d.as_secs_f64() / iters as f64);
+            d
+        })
+    });
+    group.bench_function("chunked_alldata_cold", |b| {
+        b.iter_custom(|iters| {
+            time_fresh("ng_chunked_alldata_cold", iters, || {
+                decode(&ng_path, &CellSelection::AllData, ReadPath::Chunked)
+            })
+        })
+    });
+    let mut ng_warm = YearBlock::default();
+    decode_into(&ng_path, ReadPath::Chunked, &mut ng_warm);
+    let ng_cells = ng_warm.len();
+    group.bench_function("chunked_alldata_warm", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                decode_into(&ng_path, ReadPath::Chunked, &mut ng_warm);
+            }
+            let d = t.elapsed();
+            assert_eq!(ng_warm.len(), ng_cells);
+            record("ng_chunked_alldata_warm", d.as_secs_f64() / iters as f64);
+            d
+        })
+    });
+    group.finish();
+    drop(ng_warm);
+
     let rss_all = peak_rss_of(|| decode(&path, &cells, ReadPath::Chunked));
     let rss_cold = peak_rss_of(|| decode(&path, &CellSelection::AllData, ReadPath::Chunked));
     let rss_warm = peak_rss_of(|| decode_into(&path, ReadPath::Chunked, &mut warm));
@@ -243,6 +299,40 @@ fn main() {
         "  AllData block alone: {block_mib:.0} MiB; full-grid block: {:.0} MiB",
         raw_bytes as f64 / (1 << 20) as f64
     );
+
+    let a = median("ng_inflate_limit");
+    println!();
+    println!(
+        "decode 365x720x1440 f32, NEX-GDDP small chunks 1x90x180 ({:.2} GB raw, {} chunks of \
+         {} KB, {:.1} KB stored on average, {ng_cells} data cells; HDF5 chunk index read by \
+         position, as the fast path did before, in {:.2} s), ratio = throughput vs (a'):",
+        ng_raw as f64 / 1e9,
+        ng_chunks.len(),
+        ng_chunk_bytes / 1000,
+        ng_stored as f64 / ng_chunks.len() as f64 / 1e3,
+        ng_index_s,
+    );
+    println!(
+        "  (a')  inflate limit (pread + libdeflate, all cores): {a:.3} s  {:.2} GB/s",
+        ng_raw as f64 / a / 1e9
+    );
+    for (label, name) in [
+        (
+            "(b2') fast path, AllData, fresh block (cold):    ",
+            "ng_chunked_alldata_cold",
+        ),
+        (
+            "(b3') fast path, AllData, reused block (warm):   ",
+            "ng_chunked_alldata_warm",
+        ),
+    ] {
+        let t = median(name);
+        println!(
+            "  {label} {t:.3} s  {:.2} GB/s  ratio {:.2}",
+            ng_raw as f64 / t / 1e9,
+            a / t
+        );
+    }
 
     c.final_summary();
 }

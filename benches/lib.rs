@@ -40,6 +40,28 @@ pub fn full_grid_file() -> PathBuf {
         fixtures::Calendar::Standard,
     );
     assert_eq!(spec.shape(), FULL_GRID_SHAPE);
+    generated(&spec)
+}
+
+/// Shape of [`nex_gddp_full_grid_file`]: one year (2015, 365 days) of the NEX-GDDP grid.
+pub const NEX_GDDP_GRID_SHAPE: [usize; 3] = [365, 720, 1440];
+
+/// A full-size NEX-GDDP (CMIP5) variable-year in the real files' small-chunk layout
+/// (`365 × 720 × 1440` f32, chunks `1 × 90 × 180` — 64 per day, 23,360 in all — shuffle +
+/// deflate 5, float `lat`/`lon`, 1e20 over the synthetic oceans, dithered values), written by
+/// the fixtures generator into [`bench_data_dir`] if absent. Variable [`FULL_GRID_VAR`].
+///
+/// # Panics
+///
+/// If the file cannot be written.
+pub fn nex_gddp_full_grid_file() -> PathBuf {
+    let spec = fixtures::GridSpec::nex_gddp_full_grid(FULL_GRID_VAR, "rcp45", "ACCESS1-0", 2015);
+    assert_eq!(spec.shape(), NEX_GDDP_GRID_SHAPE);
+    generated(&spec)
+}
+
+/// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there.
+fn generated(spec: &fixtures::GridSpec) -> PathBuf {
     let dir = bench_data_dir();
     std::fs::create_dir_all(&dir).expect("create target/bench-data");
     let path = dir.join(spec.file_name());
@@ -47,7 +69,7 @@ pub fn full_grid_file() -> PathBuf {
         eprintln!("generating {} (once) ...", path.display());
         // Write under a private name, then rename: concurrent runs never see a partial file.
         let tmp = dir.join(format!(".{}.{}", spec.file_name(), std::process::id()));
-        fixtures::write_grid(&tmp, &spec).expect("write the benchmark grid");
+        fixtures::write_grid(&tmp, spec).expect("write the benchmark grid");
         std::fs::rename(&tmp, &path).expect("rename the benchmark grid");
     }
     path

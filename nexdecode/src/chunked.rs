@@ -2,9 +2,21 @@
 //!
 //! HDF5 is asked only for the layout (chunk shape, filter pipeline, datatype and the chunk
 //! index: address, stored size and filter mask of each chunk), always under the process-wide
-//! HDF5/netCDF lock. The data itself never goes through HDF5: compressed chunks are read with
-//! positioned reads, inflated with libdeflate and converted **in parallel with rayon**, then
-//! transposed in cache-sized tiles into the cell-major output.
+//! HDF5/netCDF lock. The data itself normally never goes through HDF5: compressed chunks are
+//! read with positioned reads, inflated with libdeflate and converted **in parallel with
+//! rayon**, then transposed in cache-sized tiles into the cell-major output.
+//!
+//! # Many small chunks
+//!
+//! HDF5 1.10 has no way to list the chunk index in one pass (`H5Dchunk_iter` came with 1.14):
+//! `H5Dget_chunk_info` (and `…_by_coord`) walk the index from its start on every call, so
+//! reading all addresses is quadratic in the number of chunks — about 5 s of one core, under
+//! the lock, for the 23,360 chunks (1 × 90 × 180) of a NEX-GDDP file, 2.5 times the parallel
+//! inflate of the whole file. Above [`INDEX_MAX_CHUNKS`] chunks the fast path therefore asks
+//! HDF5 only for each chunk's stored size (`H5Dget_chunk_storage_size`, one B-tree search) and,
+//! batch by batch under the lock, for the compressed bytes themselves (`H5Dread_chunk`, a
+//! B-tree search and a read, no filters), about 0.1 s for such a file; inflating and
+//! converting stay parallel.
 //!
 //! Work proceeds in batches of time steps so that at most one batch of decompressed chunks
 //! (about [`BATCH_BYTES`]) is held in memory besides the output itself.
@@ -28,6 +40,7 @@ use std::sync::Mutex;
 
 use hdf5_metno as hdf5;
 use hdf5_metno::filters::Filter;
+use hdf5_metno_sys as hdf5_sys;
 use libdeflater::{DecompressionError, Decompressor};
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -52,6 +65,21 @@ const PREFETCH_ROWS: usize = 8;
 
 /// `HADDR_UNDEF`: a chunk that has no storage.
 const ADDR_UNDEF: u64 = u64::MAX;
+
+/// Up to this many chunks, their addresses are read from the chunk index (quadratic in HDF5
+/// 1.10: about 9 ns × n², some 40 ms at this count); above, chunks are read through
+/// `H5Dread_chunk` ([`Direct`]).
+pub(crate) const INDEX_MAX_CHUNKS: usize = 2048;
+
+unsafe extern "C" {
+    /// HDF5 ≥ 1.10.2 (public API; not declared by `hdf5-metno-sys`): the stored size of the
+    /// chunk whose first element is at `offset`; 0 or an error when it has no storage.
+    fn H5Dget_chunk_storage_size(
+        dset_id: hdf5_sys::h5i::hid_t,
+        offset: *const hdf5_sys::h5::hsize_t,
+        chunk_bytes: *mut hdf5_sys::h5::hsize_t,
+    ) -> hdf5_sys::h5::herr_t;
+}
 
 /// Which rows [`decode_chunked_into`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +148,7 @@ pub(crate) fn decode_chunked_into(
     if !request_is_valid(req) || !has_hdf5_magic(path) {
         return Ok(false);
     }
-    let Some(layout) = hdf5::sync::sync(|| Layout::probe(path, req)) else {
+    let Some((layout, direct)) = hdf5::sync::sync(|| Layout::probe(path, req)) else {
         tracing::debug!(var = req.var, "chunked fast path not eligible");
         return Ok(false);
     };
@@ -146,7 +174,11 @@ pub(crate) fn decode_chunked_into(
         started: false,
     };
     out.cells.clear();
-    decode_into(&file, path, req, &layout, &plan, rows, &mut out)?;
+    let src = Source {
+        file: &file,
+        direct: direct.as_ref(),
+    };
+    decode_into(&src, path, req, &layout, &plan, rows, &mut out)?;
     if out.cells.is_empty() {
         // No rows (nothing requested, or no valid value): nothing was prepared.
         out.values.clear();
@@ -213,6 +245,52 @@ struct ChunkLoc {
     mask: u32,
 }
 
+/// The HDF5 dataset, kept open to read chunks through `H5Dread_chunk` (more than
+/// [`INDEX_MAX_CHUNKS`] chunks). Used only on the decoding thread, under the HDF5 lock; the
+/// handles close (under the lock) on drop.
+struct Direct {
+    ds: hdf5::Dataset,
+    _file: hdf5::File,
+}
+
+impl Direct {
+    /// Reads the stored (filtered) bytes of the chunk whose first element is at `offset` into
+    /// `raw` (resized to `size`), returning its filter mask. Must run under the HDF5 lock.
+    fn read(&self, offset: [usize; 3], size: u64, raw: &mut Vec<u8>) -> Result<u32, String> {
+        let size = usize::try_from(size).map_err(|_| "chunk size overflows".to_string())?;
+        raw.resize(size, 0);
+        let offset: [hdf5_sys::h5::hsize_t; 3] = offset.map(|o| o as _);
+        let mut mask = 0_u32;
+        // SAFETY: the dataset is open and has rank 3 (`offset` holds 3 coordinates); HDF5
+        // writes the chunk's stored bytes into `raw`, which holds `size` bytes, the size
+        // `H5Dget_chunk_storage_size` gave for this chunk through the same open dataset (the
+        // same chunk index); the HDF5 lock is held.
+        let rc = unsafe {
+            hdf5_sys::h5d::H5Dread_chunk(
+                self.ds.id(),
+                hdf5_sys::h5p::H5P_DEFAULT,
+                offset.as_ptr(),
+                &mut mask,
+                raw.as_mut_ptr().cast(),
+            )
+        };
+        if rc < 0 {
+            return Err(format!(
+                "HDF5 cannot read the chunk at {offset:?} (truncated or corrupt file?)"
+            ));
+        }
+        Ok(mask)
+    }
+}
+
+/// Where the compressed chunks come from.
+struct Source<'a> {
+    /// The file, for positioned reads at the chunk addresses.
+    file: &'a File,
+    /// Set when the chunks are read through HDF5 instead ([`Direct`]).
+    direct: Option<&'a Direct>,
+}
+
 /// What HDF5 told us about the variable.
 #[derive(Debug)]
 struct Layout {
@@ -225,13 +303,15 @@ struct Layout {
     /// Pipeline position of the deflate filter.
     deflate_pos: u32,
     big_endian: bool,
-    /// Chunk index, by linear chunk-grid position.
+    /// Chunk index, by linear chunk-grid position. When the chunks are read through
+    /// [`Direct`], only `size` is known (`addr` is [`ADDR_UNDEF`], `mask` comes with the bytes).
     chunks: Vec<Option<ChunkLoc>>,
 }
 
 impl Layout {
-    /// Reads the layout; `None` when not eligible. Must run under the HDF5 lock.
-    fn probe(path: &Path, req: &BlockRequest<'_>) -> Option<Layout> {
+    /// Reads the layout, with the open dataset when its chunks are to be read through HDF5
+    /// ([`Direct`]); `None` when not eligible. Must run under the HDF5 lock.
+    fn probe(path: &Path, req: &BlockRequest<'_>) -> Option<(Layout, Option<Direct>)> {
         let file = hdf5::File::open(path).ok()?;
         let ds = file.dataset(req.var).ok()?;
         if ds.shape() != req.shape || !ds.is_chunked() {
@@ -263,38 +343,81 @@ impl Layout {
         let total = grid.iter().product::<usize>();
         let mut chunks = vec![None; total];
         let n = ds.num_chunks()?;
-        for i in 0..n {
-            let info = ds.chunk_info(i)?;
-            if info.addr == ADDR_UNDEF {
-                continue;
+        let direct = n > INDEX_MAX_CHUNKS || force_direct();
+        if direct {
+            for (pos, slot) in chunks.iter_mut().enumerate() {
+                let offset = chunk_offset(pos, &grid, &chunk).map(|o| o as hdf5_sys::h5::hsize_t);
+                let mut size = 0;
+                // SAFETY: `ds` is an open dataset of rank 3 (its shape matched `req.shape`),
+                // `offset` holds 3 coordinates, `size` is a valid out-pointer; lock held.
+                let rc = unsafe { H5Dget_chunk_storage_size(ds.id(), offset.as_ptr(), &mut size) };
+                // HDF5 1.10 fails (rather than answering 0) for a chunk without storage.
+                if rc >= 0 && size > 0 {
+                    *slot = Some(ChunkLoc {
+                        addr: ADDR_UNDEF,
+                        size,
+                        mask: 0,
+                    });
+                }
             }
-            let off: [usize; 3] =
-                [0, 1, 2].map(|d| info.offset.get(d).map_or(usize::MAX, |&o| o as usize));
-            if (0..3).any(|d| !off[d].is_multiple_of(chunk[d]) || off[d] >= req.shape[d]) {
-                return None;
+        } else {
+            for i in 0..n {
+                let info = ds.chunk_info(i)?;
+                if info.addr == ADDR_UNDEF {
+                    continue;
+                }
+                let off: [usize; 3] =
+                    [0, 1, 2].map(|d| info.offset.get(d).map_or(usize::MAX, |&o| o as usize));
+                if (0..3).any(|d| !off[d].is_multiple_of(chunk[d]) || off[d] >= req.shape[d]) {
+                    return None;
+                }
+                let pos = ((off[0] / chunk[0]) * grid[1] + off[1] / chunk[1]) * grid[2]
+                    + off[2] / chunk[2];
+                chunks[pos] = Some(ChunkLoc {
+                    addr: info.addr,
+                    size: info.size,
+                    mask: info.filter_mask,
+                });
             }
-            let pos =
-                ((off[0] / chunk[0]) * grid[1] + off[1] / chunk[1]) * grid[2] + off[2] / chunk[2];
-            chunks[pos] = Some(ChunkLoc {
-                addr: info.addr,
-                size: info.size,
-                mask: info.filter_mask,
-            });
         }
-        Some(Layout {
+        let layout = Layout {
             chunk,
             grid,
             shuffle_pos,
             deflate_pos,
             big_endian,
             chunks,
-        })
-        // `ds` and `file` close here, still under the lock.
+        };
+        // Without `Direct`, `ds` and `file` close here, still under the lock.
+        Some((layout, direct.then_some(Direct { ds, _file: file })))
     }
 
     fn chunk_elems(&self) -> usize {
         self.chunk.iter().product()
     }
+}
+
+/// The first element of the chunk at linear chunk-grid position `pos`.
+fn chunk_offset(pos: usize, grid: &[usize; 3], chunk: &[usize; 3]) -> [usize; 3] {
+    let c = [
+        pos / (grid[1] * grid[2]),
+        pos / grid[2] % grid[1],
+        pos % grid[2],
+    ];
+    [0, 1, 2].map(|d| c[d] * chunk[d])
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: read every chunk through [`Direct`], whatever the number of chunks.
+    pub(crate) static FORCE_DIRECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn force_direct() -> bool {
+    #[cfg(test)]
+    return FORCE_DIRECT.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    false
 }
 
 /// A maximal run of output cells whose values sit next to each other in one spatial chunk.
@@ -615,6 +738,9 @@ struct JobBuf {
     fvals: Vec<f32>,
     /// The next `vals` while rows are being added.
     spare: Vec<f32>,
+    /// The chunk's stored bytes and filter mask, when read through [`Direct`].
+    raw: Vec<u8>,
+    raw_mask: u32,
 }
 
 thread_local! {
@@ -662,10 +788,12 @@ struct Job {
     k: usize,
     /// Spatial chunk index.
     spatial: usize,
+    /// Linear chunk-grid position.
+    pos: usize,
 }
 
 fn decode_into(
-    file: &File,
+    src: &Source<'_>,
     path: &Path,
     req: &BlockRequest<'_>,
     layout: &Layout,
@@ -713,12 +841,14 @@ fn decode_into(
         steps.clear();
         for (k, t) in batch.iter().enumerate() {
             for s in 0..nsp {
-                let loc = layout.chunks[plan.chunk_pos(layout, t.tc, s)].expect("checked");
+                let pos = plan.chunk_pos(layout, t.tc, s);
+                let loc = layout.chunks[pos].expect("checked");
                 jobs.push(Job {
                     loc,
                     t0: t.tc * layout.chunk[0],
                     k,
                     spatial: s,
+                    pos,
                 });
             }
             for (local, &(_, slot)) in t.steps.iter().enumerate() {
@@ -730,6 +860,26 @@ fn decode_into(
             bufs.resize_with(jobs.len(), JobBuf::default);
         }
         let bufs = &mut bufs[..jobs.len()];
+        let corrupt = |job: &Job, detail: String| DecodeError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "variable `{}`, chunk at time index {}: {detail}",
+                req.var, job.t0
+            ),
+        };
+        if let Some(direct) = src.direct {
+            // The batch's stored chunks through HDF5, one after the other under its lock.
+            hdf5::sync::sync(|| {
+                bufs.iter_mut().zip(&jobs).try_for_each(|(jb, job)| {
+                    let offset = chunk_offset(job.pos, &layout.grid, &layout.chunk);
+                    jb.raw_mask = direct
+                        .read(offset, job.loc.size, &mut jb.raw)
+                        .map_err(|e| corrupt(job, e))?;
+                    Ok::<(), DecodeError>(())
+                })
+            })?;
+        }
+        let (file, direct_mode) = (src.file, src.direct.is_some());
         // Inflate each chunk into a per-worker buffer and, while it is still in cache, convert
         // the known rows' values into the job's compact buffer; in `Rows::Valid` mode also look
         // for valid values among the candidates and convert those found.
@@ -739,15 +889,9 @@ fn decode_into(
             .try_for_each(|(jb, job)| {
                 CHUNK.with(|cell| {
                     let buf = &mut *cell.borrow_mut();
-                    read_chunk(file, layout, job.loc, chunk_bytes, buf).map_err(|detail| {
-                        DecodeError::Corrupt {
-                            path: path.to_path_buf(),
-                            detail: format!(
-                                "variable `{}`, chunk at time index {}: {detail}",
-                                req.var, job.t0
-                            ),
-                        }
-                    })?;
+                    let stored = direct_mode.then_some((jb.raw.as_slice(), jb.raw_mask));
+                    read_chunk(file, layout, job.loc, stored, chunk_bytes, buf)
+                        .map_err(|detail| corrupt(job, detail))?;
                     let tsteps = &batch[job.k].steps;
                     let w = sp_rows[job.spatial];
                     jb.vals.resize(tsteps.len() * w, 0.0);
@@ -1000,15 +1144,19 @@ fn fill_prefix(_: &[u8], _: usize, _: usize, _: usize, _: [u8; 4]) -> usize {
     0
 }
 
-/// Reads, inflates (unless the chunk skipped deflate) and checks one chunk into `buf`.
+/// Reads (from the file at `loc`, or takes the `stored` bytes and filter mask already read
+/// through [`Direct`]), inflates (unless the chunk skipped deflate) and checks one chunk into
+/// `buf`.
 fn read_chunk(
     file: &File,
     layout: &Layout,
     loc: ChunkLoc,
+    stored: Option<(&[u8], u32)>,
     chunk_bytes: usize,
     buf: &mut ChunkBuf,
 ) -> Result<(), String> {
-    let skipped = |pos: u32| pos < 32 && loc.mask & (1 << pos) != 0;
+    let mask = stored.map_or(loc.mask, |s| s.1);
+    let skipped = |pos: u32| pos < 32 && mask & (1 << pos) != 0;
     buf.shuffled = layout.shuffle_pos.is_some_and(|p| !skipped(p));
     let deflated = !skipped(layout.deflate_pos);
     buf.bytes.resize(chunk_bytes, 0);
@@ -1025,12 +1173,24 @@ fn read_chunk(
                 "stored uncompressed chunk has {size} bytes, expected {chunk_bytes}"
             ));
         }
-        return file.read_exact_at(&mut buf.bytes, loc.addr).map_err(short);
+        return match stored {
+            Some((raw, _)) => {
+                buf.bytes.copy_from_slice(raw);
+                Ok(())
+            }
+            None => file.read_exact_at(&mut buf.bytes, loc.addr).map_err(short),
+        };
     }
     INFLATE.with(|cell| {
         let (inflater, compressed) = &mut *cell.borrow_mut();
-        compressed.resize(size, 0);
-        file.read_exact_at(compressed, loc.addr).map_err(short)?;
+        let compressed: &[u8] = match stored {
+            Some((raw, _)) => raw,
+            None => {
+                compressed.resize(size, 0);
+                file.read_exact_at(compressed, loc.addr).map_err(short)?;
+                compressed
+            }
+        };
         match inflater.zlib_decompress(compressed, &mut buf.bytes) {
             Ok(n) if n == chunk_bytes => Ok(()),
             Ok(n) => Err(format!(
@@ -1039,10 +1199,13 @@ fn read_chunk(
             Err(DecompressionError::InsufficientSpace) => {
                 Err(format!("chunk inflates to more than {chunk_bytes} bytes"))
             }
-            Err(DecompressionError::BadData) => Err(format!(
-                "chunk of {size} bytes at offset {} does not inflate",
-                loc.addr
-            )),
+            Err(DecompressionError::BadData) => Err(match stored {
+                Some(_) => format!("chunk of {size} bytes does not inflate"),
+                None => format!(
+                    "chunk of {size} bytes at offset {} does not inflate",
+                    loc.addr
+                ),
+            }),
         }
     })
 }

@@ -326,6 +326,32 @@ fn nex_gddp_real_chunk_shapes_on_the_fast_path() {
     }
 }
 
+/// More chunks than the fast path reads addresses for (`INDEX_MAX_CHUNKS` = 2048): 366 days ×
+/// 9 chunks of 1 × 8 × 8, whose stored bytes come through `H5Dread_chunk`; the same values as
+/// the netcdf path and the formula.
+#[test]
+fn many_small_chunks_on_the_fast_path() {
+    let dir = temp_dir();
+    let mut spec = GridSpec::nex_gddp(
+        "tasmin",
+        "rcp85",
+        "MIROC5",
+        2008,
+        (30.0, 36.0),
+        (-100.0, -94.0),
+    );
+    assert_eq!(spec.shape(), [366, 24, 24]);
+    spec.storage = Storage::Chunked {
+        chunks: [1, 8, 8],
+        shuffle: true,
+        deflate: Some(5),
+        classic_model: true,
+    };
+    let path = dir.path().join(spec.file_name());
+    write_grid(&path, &spec).unwrap();
+    check_fixture(&path, &spec);
+}
+
 #[test]
 fn noleap_fixture_in_leap_year_has_empty_feb29() {
     let f = set::committed()

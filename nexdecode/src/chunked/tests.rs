@@ -214,7 +214,23 @@ fn cases(shape: [usize; 3]) -> Vec<(&'static str, Case)> {
     ]
 }
 
+/// Runs `f` with the chunks read through HDF5 (`Direct`, as for files with many chunks) or by
+/// address (the default for small files), on this thread.
+fn with_direct<T>(direct: bool, f: impl FnOnce() -> T) -> T {
+    FORCE_DIRECT.with(|d| d.set(direct));
+    let out = f();
+    FORCE_DIRECT.with(|d| d.set(false));
+    out
+}
+
+/// [`check_file_once`] with the chunks read by address and through HDF5.
 fn check_file(path: &Path, var: &str, rule: &ValueRule) {
+    for direct in [false, true] {
+        with_direct(direct, || check_file_once(path, var, rule));
+    }
+}
+
+fn check_file_once(path: &Path, var: &str, rule: &ValueRule) {
     let shape = {
         let f = netcdf::open(path).unwrap();
         let v = f.variable(var).unwrap();
@@ -575,10 +591,14 @@ fn ineligible_files_return_none() {
     f.close().unwrap();
     for var in ["contig", "nofilter", "dbl", "short", "partial"] {
         let req = BlockRequest { var, ..req.clone() };
-        assert!(
-            decode_chunked(&p, &req).unwrap().is_none(),
-            "{var} must not be eligible"
-        );
+        for direct in [false, true] {
+            assert!(
+                with_direct(direct, || decode_chunked(&p, &req))
+                    .unwrap()
+                    .is_none(),
+                "{var} must not be eligible (direct: {direct})"
+            );
+        }
     }
     // Only the first two (written) days of `partial`: eligible, and exact.
     let two: Vec<StepSlot> = steps[..2].to_vec();
@@ -587,10 +607,12 @@ fn ineligible_files_return_none() {
         steps: &two,
         ..req.clone()
     };
-    let fast = decode_chunked(&p, &req2)
-        .unwrap()
-        .expect("written chunks are eligible");
-    assert_same(&fast, &reference(&p, &req2), "partial, written days");
+    for direct in [false, true] {
+        let fast = with_direct(direct, || decode_chunked(&p, &req2))
+            .unwrap()
+            .expect("written chunks are eligible");
+        assert_same(&fast, &reference(&p, &req2), "partial, written days");
+    }
 
     // HDF5 with fletcher32 in the pipeline.
     let p = dir.path().join("fletcher.h5");
@@ -642,7 +664,7 @@ fn corrupt_and_truncated_chunks_are_errors() {
     let (cells, steps) = all_of(spec.shape);
     let rule = rule_for(&spec);
     let req = request_all(spec.shape, &cells, &steps, &rule);
-    let layout = hdf5::sync::sync(|| Layout::probe(&path, &req)).unwrap();
+    let (layout, _) = hdf5::sync::sync(|| Layout::probe(&path, &req)).unwrap();
     let loc = layout.chunks[4].unwrap();
 
     // Garbage in chunk 4 (time index 4).
@@ -653,13 +675,15 @@ fn corrupt_and_truncated_chunks_are_errors() {
         *b ^= 0x5a;
     }
     std::fs::write(&bad, &bytes).unwrap();
-    let err = decode_chunked(&bad, &req).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, DecodeError::Corrupt { .. }), "{msg}");
-    assert!(
-        msg.contains("bad.nc") && msg.contains("`tas`") && msg.contains("time index 4"),
-        "{msg}"
-    );
+    for direct in [false, true] {
+        let err = with_direct(direct, || decode_chunked(&bad, &req)).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DecodeError::Corrupt { .. }), "{msg}");
+        assert!(
+            msg.contains("bad.nc") && msg.contains("`tas`") && msg.contains("time index 4"),
+            "{direct}: {msg}"
+        );
+    }
 
     // A short read: the file ends inside chunk 4 (HDF5 itself refuses to open a truncated
     // file, so the layout is taken from the intact file; the reads go to the truncated one).
@@ -678,7 +702,10 @@ fn corrupt_and_truncated_chunks_are_errors() {
             started: false,
         };
         let err = decode_into(
-            &File::open(&short).unwrap(),
+            &Source {
+                file: &File::open(&short).unwrap(),
+                direct: None,
+            },
             &short,
             &req,
             &layout,
@@ -695,10 +722,12 @@ fn corrupt_and_truncated_chunks_are_errors() {
     }
     // Through the public entry point a truncated file is never silently accepted: HDF5 refuses
     // it (fallback, where libnetcdf reports it) or the chunk read fails.
-    match decode_chunked(&short, &req) {
-        Ok(None) => assert!(netcdf::open(&short).is_err() || reference_fails(&short, &req)),
-        Ok(Some(_)) => panic!("truncated file decoded"),
-        Err(e) => assert!(matches!(e, DecodeError::Corrupt { .. }), "{e}"),
+    for direct in [false, true] {
+        match with_direct(direct, || decode_chunked(&short, &req)) {
+            Ok(None) => assert!(netcdf::open(&short).is_err() || reference_fails(&short, &req)),
+            Ok(Some(_)) => panic!("truncated file decoded"),
+            Err(e) => assert!(matches!(e, DecodeError::Corrupt { .. }), "{e}"),
+        }
     }
 }
 
@@ -738,7 +767,9 @@ fn concurrent_fast_and_netcdf_paths() {
                     let req = request_all(specs[i].shape, &cells, &steps, &rule);
                     // Keep a netcdf handle open on the same file while the fast path runs.
                     let nc = netcdf::open(&paths[i]).unwrap();
-                    let fast = decode_chunked(&paths[i], &req).unwrap().unwrap();
+                    let fast = with_direct(th % 2 == 1, || decode_chunked(&paths[i], &req))
+                        .unwrap()
+                        .unwrap();
                     let slow = netcdf_path(&paths[i], &req);
                     drop(nc);
                     assert_same(&fast, &slow, "concurrent");
