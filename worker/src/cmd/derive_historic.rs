@@ -28,7 +28,10 @@ impl Observer for Bar {
     }
 
     fn period_done(&self, r: &PeriodReport) {
-        self.0.println(period_line(r));
+        self.0.println(format!(
+            "{} {}: {} cells in {:.1} s",
+            r.dataset, r.period, r.cells, r.secs
+        ));
     }
 }
 
