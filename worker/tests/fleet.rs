@@ -398,27 +398,6 @@ async fn consume(cfg: worker::config::RunConfig) -> RunSummary {
         .expect("consumer ran")
 }
 
-async fn import_cities(w: &World) -> i64 {
-    let cli = <worker::cli::Cli as clap::Parser>::try_parse_from([
-        "nexingest",
-        "import-locations",
-        fixtures::data_dir()
-            .join("geojson/cities.geojson")
-            .to_str()
-            .unwrap(),
-        "--source",
-        "cities",
-    ])
-    .unwrap();
-    let worker::cli::Command::ImportLocations(a) = &cli.command else {
-        unreachable!()
-    };
-    let r = worker::cmd::import_locations::run(&w.db(), &w.aws(), a)
-        .await
-        .unwrap();
-    (r.inserted + r.updated) as i64
-}
-
 /// Sends `bucket`'s `ObjectCreated` notifications to the world's queue (moto then sends an
 /// `s3:TestEvent`, as S3 does).
 async fn notify_queue(w: &World, bucket: &str) {
@@ -471,7 +450,7 @@ async fn put(w: &World, bucket: &str, key: &str, body: Vec<u8>) {
 async fn s3_event_notifications_fill_a_variable_once_per_object_version() {
     let Some(env) = env() else { return };
     let w = World::new(env, "events", 1, 60).await;
-    let n_cities = import_cities(&w).await;
+    let n_cities = w.import_cities().await;
     assert!(n_cities > 0);
     w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
     assert_eq!(

@@ -44,27 +44,6 @@ async fn consume(cfg: worker::config::RunConfig) -> RunSummary {
         .expect("consumer ran")
 }
 
-async fn import_cities(w: &World) -> i64 {
-    let cli = <worker::cli::Cli as clap::Parser>::try_parse_from([
-        "nexingest",
-        "import-locations",
-        fixtures::data_dir()
-            .join("geojson/cities.geojson")
-            .to_str()
-            .unwrap(),
-        "--source",
-        "cities",
-    ])
-    .unwrap();
-    let worker::cli::Command::ImportLocations(a) = &cli.command else {
-        unreachable!()
-    };
-    let r = worker::cmd::import_locations::run(&w.db(), &w.aws(), a)
-        .await
-        .unwrap();
-    (r.inserted + r.updated) as i64
-}
-
 /// Each row of the data source: (map_cell_id, xmin, md5 of the three arrays, tas present).
 async fn snapshot(w: &World) -> std::collections::BTreeMap<i64, (String, String, bool)> {
     w.pg.query(
@@ -127,7 +106,7 @@ async fn locations_and_variables_accumulate_on_a_data_source() {
     let Some(env) = env() else { return };
     let w = World::new(env, "accumulate", 3, 60).await;
     w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
-    import_cities(&w).await;
+    w.import_cities().await;
     let base = r#""dataset":"NEX-GDDP","scenario":"rcp85","model":"ACCESS1-0","year":2008"#;
 
     // 1. cities: 6 rows.

@@ -509,24 +509,7 @@ async fn old_system_message_is_accepted() {
     let w = World::new(env, "legacy", 3, 60).await;
     w.upload_job(LOCA.0, LOCA.2, LOCA.3, None).await;
     // Cities (the old default location source).
-    let cli = <worker::cli::Cli as clap::Parser>::try_parse_from([
-        "nexingest",
-        "import-locations",
-        fixtures::data_dir()
-            .join("geojson/cities.geojson")
-            .to_str()
-            .unwrap(),
-        "--source",
-        "cities",
-    ])
-    .unwrap();
-    let worker::cli::Command::ImportLocations(a) = &cli.command else {
-        unreachable!()
-    };
-    let r = worker::cmd::import_locations::run(&w.db(), &w.aws(), a)
-        .await
-        .unwrap();
-    let n_locations = (r.inserted + r.updated) as i64;
+    let n_locations = w.import_cities().await;
     assert!(n_locations >= 3);
 
     let ids = w

@@ -360,6 +360,29 @@ impl World {
             .unwrap();
     }
 
+    /// Imports the fixture cities (`geojson/cities.geojson`, source `cities`) through the real
+    /// CLI parser; returns how many locations it holds.
+    pub async fn import_cities(&self) -> i64 {
+        let cli = <worker::cli::Cli as clap::Parser>::try_parse_from([
+            "nexingest",
+            "import-locations",
+            fixtures::data_dir()
+                .join("geojson/cities.geojson")
+                .to_str()
+                .unwrap(),
+            "--source",
+            "cities",
+        ])
+        .unwrap();
+        let worker::cli::Command::ImportLocations(a) = &cli.command else {
+            unreachable!()
+        };
+        let r = worker::cmd::import_locations::run(&self.db(), &self.aws(), a)
+            .await
+            .unwrap();
+        (r.inserted + r.updated) as i64
+    }
+
     /// Drops the schema (best effort).
     pub async fn cleanup(self) {
         let _ = self
