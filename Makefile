@@ -34,7 +34,8 @@ unit: services
 test: lint unit
 
 # Not part of `make test`: benchmarks are measured, not asserted. See README.
-bench: services
+bench: deps
+	scripts/services.sh start-bench
 	$(ENV) && cargo bench -p nexingest-benches
 
 # Regenerates the committed fixture files (deterministic).

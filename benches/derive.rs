@@ -5,7 +5,7 @@
 //! Targets (issue #9, DESIGN §7): ≤ 1.25× the single-stream read, ≥ 5× faster than (b).
 //!
 //! ```sh
-//! scripts/services.sh start && eval "$(scripts/services.sh env)"
+//! scripts/services.sh start-bench && eval "$(scripts/services.sh env)"
 //! cargo bench -p nexingest-benches --bench derive
 //! ```
 //!
@@ -18,10 +18,11 @@
 //! the release binary (`cargo build --release -p worker`); wall times include process start;
 //! peak RSS is the child's `ru_maxrss`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+
+use nexingest_benches::{Db, env_or, gib, measure_all, median, nexingest_bin};
 
 use fixtures::formula::{LatTerms, LonTerms, Quantity, TimeTerms, combine};
 use pgcopy::{ColumnType, Columns, LoaderConfig, Strategy, Table, Validity};
@@ -38,141 +39,19 @@ const PERIOD: Period = Period {
 /// Bump when the generated data changes.
 const DATA_VERSION: i32 = 1;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-/// `<target>/release/nexingest`, built first with cargo (a no-op when up to date).
-fn nexingest_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("DERIVE_NEXINGEST") {
-        return PathBuf::from(p);
+/// psql running `statements` in the bench schema with the reader's settings.
+fn session(db: &Db, statements: &[&str]) -> Command {
+    let mut c = db.psql_cmd();
+    c.arg("-c")
+        .arg(format!("SET search_path TO {SCHEMA}"))
+        .arg("-c")
+        .arg("SET statement_timeout = 0")
+        .arg("-c")
+        .arg("SET enable_sort = off");
+    for s in statements {
+        c.arg("-c").arg(s);
     }
-    let ws = workspace();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| ws.join(t))
-        .unwrap_or_else(|| ws.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building: cargo build --release -p worker");
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "-p", "worker"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(&ws)
-        .status()
-        .expect("run cargo")
-        .success();
-    assert!(ok, "cargo build --release -p worker failed");
-    target.join("release").join("nexingest")
-}
-
-/// A finished child: wall time, peak RSS, stdout (unless discarded), stderr.
-struct Measured {
-    secs: f64,
-    peak_rss: u64,
-    stdout: String,
-}
-
-/// Spawns the commands at once (stdout to /dev/null unless `keep_stdout`), waits for all with
-/// `wait4`; the wall time is until the last ends, the peak RSS the largest child's.
-#[allow(clippy::zombie_processes)] // reaped by `wait4`, which `Child` cannot see
-fn measure(cmds: &mut [Command], what: &str, keep_stdout: bool) -> Measured {
-    let dir = std::env::temp_dir();
-    let t = Instant::now();
-    let mut children = Vec::new();
-    for (k, cmd) in cmds.iter_mut().enumerate() {
-        let out_path = dir.join(format!(".derive-bench-{}-{k}.out", std::process::id()));
-        let err_path = dir.join(format!(".derive-bench-{}-{k}.err", std::process::id()));
-        let out: Stdio = if keep_stdout {
-            std::fs::File::create(&out_path)
-                .expect("stdout file")
-                .into()
-        } else {
-            Stdio::null()
-        };
-        let err = std::fs::File::create(&err_path).expect("stderr file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
-        children.push((child.id() as libc::pid_t, out_path, err_path));
-    }
-    let mut peak = 0;
-    let mut stdout = String::new();
-    for (pid, out_path, err_path) in children {
-        let mut status: libc::c_int = 0;
-        // SAFETY: `rusage` is plain data; all-zero is a valid value.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waits for our own child; the pointers are valid for the call.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        assert_eq!(r, pid, "{what}: wait4: {}", std::io::Error::last_os_error());
-        stdout.push_str(&std::fs::read_to_string(&out_path).unwrap_or_default());
-        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let _ = std::fs::remove_file(&out_path);
-        let _ = std::fs::remove_file(&err_path);
-        let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-        assert!(ok, "{what} failed ({status}):\n{stdout}\n{stderr}");
-        // Linux reports ru_maxrss in KiB.
-        peak = peak.max(ru.ru_maxrss as u64 * 1024);
-    }
-    Measured {
-        secs: t.elapsed().as_secs_f64(),
-        peak_rss: peak,
-        stdout,
-    }
-}
-
-struct Db {
-    url: String,
-    psql: String,
-}
-
-impl Db {
-    fn psql_cmd(&self) -> Command {
-        let mut c = Command::new(&self.psql);
-        c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url]);
-        c
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        let out = self
-            .psql_cmd()
-            .arg("-c")
-            .arg(sql)
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql: {sql}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// psql running `statements` in the bench schema with the reader's settings.
-    fn session(&self, statements: &[&str]) -> Command {
-        let mut c = self.psql_cmd();
-        c.arg("-c")
-            .arg(format!("SET search_path TO {SCHEMA}"))
-            .arg("-c")
-            .arg("SET statement_timeout = 0")
-            .arg("-c")
-            .arg("SET enable_sort = off");
-        for s in statements {
-            c.arg("-c").arg(s);
-        }
-        c
-    }
+    c
 }
 
 /// Generates the data once: `cells` map cells, 3 models × 30 years of rows.
@@ -373,33 +252,14 @@ FROM averages a LEFT JOIN baselines b USING (map_cell_id)
     .replace('\n', " ")
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn gib(b: u64) -> f64 {
-    b as f64 / (1u64 << 30) as f64
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cells: i64 = env_or("DERIVE_CELLS", 20_000);
     let reps: usize = env_or("DERIVE_REPS", 3usize).max(1);
     let streams: usize = env_or("DERIVE_STREAMS", 2usize).max(1);
     let run_sql = std::env::var("DERIVE_SQL").map_or(true, |v| v != "0");
-    let db = Db {
-        url: std::env::var("NEXINGEST_DATABASE_URL")
-            .expect("NEXINGEST_DATABASE_URL (eval \"$(scripts/services.sh env)\")"),
-        psql: std::env::var("NEXINGEST_PSQL").unwrap_or_else(|_| "psql".into()),
-    };
-    let bin = nexingest_bin();
+    let db = Db::for_bench();
+    let bin = nexingest_bin("DERIVE_NEXINGEST");
     generate(&db, cells).await;
 
     // The derive's own read statements (one stream, and `streams` cell ranges).
@@ -487,16 +347,16 @@ async fn main() {
     let mut bytes = 0.0;
     for rep in 0..reps {
         eprintln!("rep {}: read, 1 stream ...", rep + 1);
-        read1.push(measure(&mut [db.session(&[&one[0]])], "read", false).secs);
+        read1.push(measure_all(&mut [session(&db, &[&one[0]])], "read", false).secs);
         eprintln!("rep {}: read, {streams} streams ...", rep + 1);
-        let mut cmds: Vec<Command> = many.iter().map(|s| db.session(&[s])).collect();
-        readn.push(measure(&mut cmds, "read streams", false).secs);
+        let mut cmds: Vec<Command> = many.iter().map(|s| session(&db, &[s])).collect();
+        readn.push(measure_all(&mut cmds, "read streams", false).secs);
         eprintln!("rep {}: derive-historic --streams 1 ...", rep + 1);
-        let m = measure(&mut [derive(1)], "derive", true);
+        let m = measure_all(&mut [derive(1)], "derive", true);
         rss = rss.max(m.peak_rss);
         der1.push(m.secs);
         eprintln!("rep {}: derive-historic --streams {streams} ...", rep + 1);
-        let m = measure(&mut [derive(streams)], "derive", true);
+        let m = measure_all(&mut [derive(streams)], "derive", true);
         rss = rss.max(m.peak_rss);
         dern.push(m.secs);
         if let Some(mb) = m
@@ -523,8 +383,11 @@ async fn main() {
                 }
             })
             .sum::<usize>();
-        let m = measure(
-            &mut [db.session(&["SET enable_sort = on", &single_sql(dataset, days)])],
+        let m = measure_all(
+            &mut [session(
+                &db,
+                &["SET enable_sort = on", &single_sql(dataset, days)],
+            )],
             "single SQL",
             false,
         );

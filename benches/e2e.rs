@@ -4,7 +4,7 @@
 //! identical table (DESIGN §7: job ≤ 1.15× psql; peak memory ≤ 3 GB per job).
 //!
 //! ```sh
-//! scripts/services.sh start && eval "$(scripts/services.sh env)"
+//! scripts/services.sh start-bench && eval "$(scripts/services.sh env)"
 //! cargo bench -p nexingest-benches --bench e2e          # E2E_REPS=3 by default
 //! ```
 //!
@@ -19,8 +19,9 @@
 //! indexes). Wall times include process start; peak RSS is the child's `ru_maxrss` (`wait4`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
+
+use nexingest_benches::{Db, Measured, bench_data_dir, gib, measure, median, strip_ansi};
 
 const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
 const SCENARIO: &str = "ssp585";
@@ -29,17 +30,6 @@ const MEMBER: &str = "r1i1p1f1";
 const YEAR: i32 = 2015;
 const SCHEMA: &str = "nexingest_e2e";
 const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-fn bench_data_dir() -> PathBuf {
-    workspace().join("target").join("bench-data")
-}
 
 /// The job's three full-size files, generated once (private name, then rename).
 fn input_files() -> Vec<PathBuf> {
@@ -65,112 +55,6 @@ fn input_files() -> Vec<PathBuf> {
             path
         })
         .collect()
-}
-
-/// `<target>/release/nexingest`, built first with cargo (a no-op when up to date).
-fn nexingest_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("E2E_NEXINGEST") {
-        return PathBuf::from(p);
-    }
-    let ws = workspace();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| ws.join(t))
-        .unwrap_or_else(|| ws.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "building: cargo build --release -p worker (CARGO_TARGET_DIR={})",
-        target.display()
-    );
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "-p", "worker"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(&ws)
-        .status()
-        .expect("run cargo")
-        .success();
-    assert!(ok, "cargo build --release -p worker failed");
-    target.join("release").join("nexingest")
-}
-
-/// A finished child: wall time, peak RSS, output.
-struct Measured {
-    secs: f64,
-    peak_rss: u64,
-    stdout: String,
-    stderr: String,
-}
-
-/// Spawns `cmd` with stdout/stderr in files, waits with `wait4` for its `ru_maxrss`.
-#[allow(clippy::zombie_processes)] // reaped by `wait4`, which `Child` cannot see
-fn measure(cmd: &mut Command, what: &str) -> Measured {
-    let dir = bench_data_dir();
-    let out_path = dir.join(format!(".e2e-{}.out", std::process::id()));
-    let err_path = dir.join(format!(".e2e-{}.err", std::process::id()));
-    let out = std::fs::File::create(&out_path).expect("stdout file");
-    let err = std::fs::File::create(&err_path).expect("stderr file");
-    let t = Instant::now();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` is plain data; all-zero is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; the pointers are valid for the call.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(r, pid, "{what}: wait4: {}", std::io::Error::last_os_error());
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    assert!(ok, "{what} failed ({status}):\n{stdout}\n{stderr}");
-    Measured {
-        secs,
-        // Linux reports ru_maxrss in KiB.
-        peak_rss: ru.ru_maxrss as u64 * 1024,
-        stdout,
-        stderr,
-    }
-}
-
-struct Db {
-    url: String,
-    psql: String,
-}
-
-impl Db {
-    fn psql_cmd(&self) -> Command {
-        let mut c = Command::new(&self.psql);
-        c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url]);
-        c
-    }
-
-    /// Runs SQL (several statements allowed), returns the output.
-    fn sql(&self, sql: &str) -> String {
-        let out = self
-            .psql_cmd()
-            .arg("-c")
-            .arg(sql)
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql: {sql}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn count(&self, table: &str) -> u64 {
-        self.sql(&format!("SELECT count(*) FROM {SCHEMA}.{table}"))
-            .parse()
-            .expect("count")
-    }
 }
 
 fn nexingest(bin: &Path, db: &Db) -> Command {
@@ -234,21 +118,6 @@ fn psql_copy(db: &Db, file: &Path) -> Measured {
     measure(&mut c, "psql \\copy")
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn gib(b: u64) -> f64 {
-    b as f64 / (1u64 << 30) as f64
-}
-
 /// The job's own summary line and its phase log lines.
 fn job_report(m: &Measured) -> String {
     let mut s = String::new();
@@ -265,24 +134,6 @@ fn job_report(m: &Measured) -> String {
     s
 }
 
-/// The text of a log line without its colour escapes (`ESC [ … m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let reps: usize = std::env::var("E2E_REPS")
@@ -290,12 +141,8 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let db = Db {
-        url: std::env::var("NEXINGEST_DATABASE_URL")
-            .expect("NEXINGEST_DATABASE_URL (eval \"$(scripts/services.sh env)\")"),
-        psql: std::env::var("NEXINGEST_PSQL").unwrap_or_else(|_| "psql".into()),
-    };
-    let bin = nexingest_bin();
+    let db = Db::for_bench();
+    let bin = nexingest_benches::nexingest_bin("E2E_NEXINGEST");
     let files = input_files();
     let bytes: u64 = files
         .iter()
@@ -315,8 +162,8 @@ fn main() {
     // First job on an empty database (creates the grid's map_cell rows).
     eprintln!("first job (empty database) ...");
     let first = run_job(&bin, &db, &files);
-    let rows = db.count("climate_data_year");
-    let cells = db.count("map_cell");
+    let rows = db.count(SCHEMA, "climate_data_year");
+    let cells = db.count(SCHEMA, "map_cell");
     eprintln!(
         "  {:.2} s, peak RSS {:.2} GiB, {rows} rows, {cells} map_cell",
         first.secs,
@@ -347,7 +194,7 @@ fn main() {
                 reset_jobs(&db);
                 eprintln!("rep {}: steady-state job ...", rep + 1);
                 let m = run_job(&bin, &db, &files);
-                assert_eq!(db.count("climate_data_year"), rows, "job row count");
+                assert_eq!(db.count(SCHEMA, "climate_data_year"), rows, "job row count");
                 eprintln!("  {:.2} s, peak RSS {:.2} GiB", m.secs, gib(m.peak_rss));
                 job_s.push(m.secs);
                 job_rss.push(m.peak_rss);
@@ -355,7 +202,7 @@ fn main() {
             } else {
                 eprintln!("rep {}: psql \\copy ...", rep + 1);
                 let m = psql_copy(&db, &rows_file);
-                assert_eq!(db.count("psql_copy"), rows, "psql row count");
+                assert_eq!(db.count(SCHEMA, "psql_copy"), rows, "psql row count");
                 eprintln!("  {:.2} s", m.secs);
                 psql_s.push(m.secs);
                 psql_first.get_or_insert(m.secs);

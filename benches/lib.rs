@@ -161,3 +161,268 @@ fn proc_status_kib(key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The workspace root (`benches/..`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The environment variable `k` parsed, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(k: &str, default: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `<target>/release/nexingest`, built first with `cargo build --release -p worker` (a no-op
+/// when up to date) in the same target dir; the environment variable `override_var`, when set,
+/// names a binary to use instead.
+///
+/// # Panics
+///
+/// If the build fails.
+pub fn nexingest_bin(override_var: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(override_var) {
+        return PathBuf::from(p);
+    }
+    let ws = workspace();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| ws.join(t))
+        .unwrap_or_else(|| ws.join("target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building: cargo build --release -p worker (CARGO_TARGET_DIR={})",
+        target.display()
+    );
+    let ok = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "worker"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&ws)
+        .status()
+        .expect("run cargo")
+        .success();
+    assert!(ok, "cargo build --release -p worker failed");
+    target.join("release").join("nexingest")
+}
+
+/// Finished child processes: wall time until the last ended, the largest peak RSS, and their
+/// outputs (concatenated in spawn order).
+#[derive(Debug)]
+pub struct Measured {
+    /// Wall seconds from the first spawn until the last child ended.
+    pub secs: f64,
+    /// The largest child's peak RSS (`ru_maxrss`), bytes.
+    pub peak_rss: u64,
+    /// Standard output (empty when discarded).
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Spawns one command and waits for it with `wait4` (for its `ru_maxrss`).
+///
+/// # Panics
+///
+/// If it cannot be spawned or does not exit with 0 (with its output in the message).
+pub fn measure(cmd: &mut std::process::Command, what: &str) -> Measured {
+    measure_all(std::slice::from_mut(cmd), what, true)
+}
+
+/// Spawns the commands at once (stdout to /dev/null unless `keep_stdout`) and waits for all with
+/// `wait4`: the wall time is until the last ends, the peak RSS the largest child's.
+///
+/// # Panics
+///
+/// If one cannot be spawned or does not exit with 0 (with its output in the message).
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, which `Child` cannot see
+pub fn measure_all(cmds: &mut [std::process::Command], what: &str, keep_stdout: bool) -> Measured {
+    use std::process::Stdio;
+    let dir = std::env::temp_dir();
+    let t = std::time::Instant::now();
+    let mut children = Vec::new();
+    for (k, cmd) in cmds.iter_mut().enumerate() {
+        let out_path = dir.join(format!(".nexingest-bench-{}-{k}.out", std::process::id()));
+        let err_path = dir.join(format!(".nexingest-bench-{}-{k}.err", std::process::id()));
+        let out: Stdio = if keep_stdout {
+            File::create(&out_path).expect("stdout file").into()
+        } else {
+            Stdio::null()
+        };
+        let err = File::create(&err_path).expect("stderr file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
+        children.push((child.id() as libc::pid_t, out_path, err_path));
+    }
+    let mut peak = 0;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    let mut failed = Vec::new();
+    for (pid, out_path, err_path) in children {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `rusage` is plain data; all-zero is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; the pointers are valid for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        assert_eq!(r, pid, "{what}: wait4: {}", std::io::Error::last_os_error());
+        stdout.push_str(&std::fs::read_to_string(&out_path).unwrap_or_default());
+        stderr.push_str(&std::fs::read_to_string(&err_path).unwrap_or_default());
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed.push(status);
+        }
+        // Linux reports ru_maxrss in KiB.
+        peak = peak.max(ru.ru_maxrss as u64 * 1024);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        failed.is_empty(),
+        "{what} failed ({failed:?}):\n{stdout}\n{stderr}"
+    );
+    Measured {
+        secs,
+        peak_rss: peak,
+        stdout,
+        stderr,
+    }
+}
+
+/// A database reached through `psql`.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// Connection URL.
+    pub url: String,
+    /// The `psql` binary.
+    pub psql: String,
+}
+
+impl Db {
+    /// The benchmark database: `NEXINGEST_BENCH_DATABASE_URL`, the production-like cluster of
+    /// `scripts/services.sh start-bench` (fsync, full_page_writes, synchronous_commit on,
+    /// wal_level replica), unless `NEXINGEST_BENCH_CLUSTER=test` asks for the fast test cluster
+    /// (`NEXINGEST_DATABASE_URL`). Prints which cluster and its durability settings.
+    ///
+    /// # Panics
+    ///
+    /// If the URL is not set or the server does not answer (with the command that fixes it).
+    pub fn for_bench() -> Db {
+        let psql = std::env::var("NEXINGEST_PSQL").unwrap_or_else(|_| "psql".into());
+        let test = std::env::var("NEXINGEST_BENCH_CLUSTER").is_ok_and(|c| c == "test");
+        let var = if test {
+            "NEXINGEST_DATABASE_URL"
+        } else {
+            "NEXINGEST_BENCH_DATABASE_URL"
+        };
+        let url = std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run `scripts/services.sh start-bench && eval \"$(scripts/services.sh env)\"`")
+        });
+        let db = Db { url, psql };
+        let ok = db
+            .psql_cmd()
+            .args(["-c", "SELECT 1"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "the database of {var} does not answer: start it with `scripts/services.sh start-bench` \
+             (or set NEXINGEST_BENCH_CLUSTER=test to measure on the fast test cluster)"
+        );
+        eprintln!("database: {}", db.describe());
+        db
+    }
+
+    /// `psql` with this database, quiet, unaligned, stopping at the first error.
+    pub fn psql_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.psql);
+        c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url]);
+        c
+    }
+
+    /// Runs SQL (several statements allowed, or a psql meta-command), returns the output.
+    ///
+    /// # Panics
+    ///
+    /// If psql fails.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self
+            .psql_cmd()
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql: {sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `count(*)` of `schema.table`.
+    pub fn count(&self, schema: &str, table: &str) -> u64 {
+        self.sql(&format!("SELECT count(*) FROM {schema}.{table}"))
+            .parse()
+            .expect("count")
+    }
+
+    /// The server's durability settings in one line, for the figures' captions:
+    /// `production-like (fsync=on, …)` or `test cluster (fsync=off, …)`.
+    pub fn describe(&self) -> String {
+        let s = self.sql(
+            "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings \
+             WHERE name IN ('fsync','full_page_writes','synchronous_commit','wal_level','max_wal_size','shared_buffers')",
+        );
+        let prod = s.contains("fsync=on") && s.contains("synchronous_commit=on");
+        format!(
+            "{} ({s})",
+            if prod {
+                "production-like"
+            } else {
+                "test cluster, NOT production-like"
+            }
+        )
+    }
+}
+
+/// The median (mean of the middle two for an even count); NaN for none.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => s[n / 2],
+        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Bytes in GiB.
+pub fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+/// The text of a log line without its colour escapes (`ESC [ … m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -3,20 +3,36 @@
 #   - a PostgreSQL cluster under target/pg (initdb as an unprivileged user, its own port), with
 #     TLS from a throwaway CA (target/pg/tls) and a role `nexingest_tls` that pg_hba.conf admits
 #     only over TLS (hostssl, scram password);
-#   - moto_server on 127.0.0.1 (local S3 + SQS for the real AWS SDKs).
-# Usage: scripts/services.sh start|stop|status|env
-# `env` prints the `export` lines tests and the demo read; `start` is idempotent.
+#   - moto_server on 127.0.0.1 (local S3 + SQS for the real AWS SDKs);
+#   - with `start-bench`, also a second cluster configured like production (target/pg-bench,
+#     port NEXINGEST_BENCH_PG_PORT, default the test port + 2): fsync, full_page_writes,
+#     synchronous_commit on, wal_level = replica, RDS's default max_wal_size. Load and fleet
+#     benchmarks run against it (NEXINGEST_BENCH_DATABASE_URL); tests use the fast cluster.
+# Usage: scripts/services.sh start|start-bench|stop|status|env
+# `env` prints the `export` lines tests, benchmarks and the demo read; `start` is idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-PG_PORT=${NEXINGEST_PG_PORT:-54329}
+TEST_PG_PORT=${NEXINGEST_PG_PORT:-54329}
 MOTO_PORT=${NEXINGEST_MOTO_PORT:-54330}
-PG_DIR=$ROOT/target/pg
-PG_DATA=$PG_DIR/data
-PG_SOCK=$PG_DIR/sock
-PG_LOG=$PG_DIR/postgres.log
-PG_TLS=$PG_DIR/tls
+BENCH_PG_PORT=${NEXINGEST_BENCH_PG_PORT:-$((TEST_PG_PORT + 2))}
+# The TLS files are shared by both clusters (one throwaway CA).
+PG_TLS=$ROOT/target/pg/tls
+
+# Selects the cluster the pg_* functions act on: `test` (fast, fsync off) or `bench`
+# (production-like durability settings).
+use_cluster() {
+  PROFILE=$1
+  case "$PROFILE" in
+    test) PG_PORT=$TEST_PG_PORT; PG_DIR=$ROOT/target/pg ;;
+    bench) PG_PORT=$BENCH_PG_PORT; PG_DIR=$ROOT/target/pg-bench ;;
+  esac
+  PG_DATA=$PG_DIR/data
+  PG_SOCK=$PG_DIR/sock
+  PG_LOG=$PG_DIR/postgres.log
+}
+use_cluster test
 MOTO_DIR=$ROOT/target/moto
 PG_USER=nexingest
 PG_DB=nexingest
@@ -35,6 +51,7 @@ as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
     id -u "$PG_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
     chown -R "$PG_USER" "$PG_DIR"
+    [ ! -d "$PG_TLS" ] || chown -R "$PG_USER" "$PG_TLS"
     # The owner must be able to reach the cluster directory.
     local d=$PG_DIR
     while [ "$d" != "/" ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
@@ -80,18 +97,32 @@ tls_certs() {
 pg_conf() {
   local conf=$PG_DATA/postgresql.conf
   sed -i '/^# nexingest throwaway cluster/,$d' "$conf"
-  cat >> "$conf" <<CONF
-# nexingest throwaway cluster (rewritten by scripts/services.sh start; keep it last)
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PG_SOCK'
-shared_buffers = 512MB
+  local durability
+  if [ "$PROFILE" = bench ]; then
+    # Like production (RDS defaults for PostgreSQL 15): every commit durable, WAL for replicas,
+    # full-page images after each checkpoint, checkpoints every 2 GB of WAL.
+    durability="shared_buffers = 1GB
+max_wal_size = 2GB
+wal_level = replica
+fsync = on
+synchronous_commit = on
+full_page_writes = on"
+  else
+    durability="shared_buffers = 512MB
 max_wal_size = 8GB
 wal_level = minimal
 max_wal_senders = 0
 fsync = off
 synchronous_commit = off
-full_page_writes = off
+full_page_writes = off"
+  fi
+  cat >> "$conf" <<CONF
+# nexingest throwaway cluster (rewritten by scripts/services.sh start; keep it last)
+# profile: $PROFILE
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+$durability
 max_connections = 100
 ssl = on
 ssl_cert_file = '$PG_TLS/server.crt'
@@ -124,16 +155,20 @@ pg_start() {
   tls_certs
   pg_conf
   if pg_running; then
-    # Settings may have changed (a cluster from an older version of this script): reload them.
+    # Settings may have changed (a cluster from an older version of this script): reload them,
+    # and restart when one needs it (ssl, wal_level, shared_buffers).
     as_owner "$bin/pg_ctl" -D "$PG_DATA" reload >/dev/null
-    if ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "show ssl" 2>/dev/null | grep -q on; then
-      echo "services: restarting postgres for ssl = on"
+    sleep 0.2
+    if "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+        "select 1 from pg_settings where pending_restart" 2>/dev/null | grep -q 1 \
+       || ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "show ssl" 2>/dev/null | grep -q on; then
+      echo "services: restarting postgres ($PROFILE) for changed settings"
       as_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t 60 restart >/dev/null
     fi
-    echo "services: postgres already running on 127.0.0.1:$PG_PORT"
+    echo "services: postgres ($PROFILE) already running on 127.0.0.1:$PG_PORT"
   else
     as_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null
-    echo "services: postgres started on 127.0.0.1:$PG_PORT"
+    echo "services: postgres ($PROFILE) started on 127.0.0.1:$PG_PORT"
   fi
   local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -v ON_ERROR_STOP=1 -q)
   if ! "${psql[@]}" -d postgres -tAc "select 1 from pg_database where datname='$PG_DB'" | grep -q 1; then
@@ -152,7 +187,7 @@ SQL
 }
 
 pg_stop() {
-  if pg_running; then as_owner "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null; echo "services: postgres stopped"; fi
+  if pg_running; then as_owner "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null; echo "services: postgres ($PROFILE) stopped"; fi
 }
 
 moto_running() { [ -f "$MOTO_DIR/pid" ] && kill -0 "$(cat "$MOTO_DIR/pid")" 2>/dev/null; }
@@ -176,12 +211,13 @@ moto_stop() {
 
 print_env() {
   cat <<ENV
-export NEXINGEST_DATABASE_URL='postgres://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB'
+export NEXINGEST_DATABASE_URL='postgres://$PG_USER@127.0.0.1:$TEST_PG_PORT/$PG_DB'
+export NEXINGEST_BENCH_DATABASE_URL='postgres://$PG_USER@127.0.0.1:$BENCH_PG_PORT/$PG_DB'
 export NEXINGEST_AWS_ENDPOINT_URL='http://127.0.0.1:$MOTO_PORT'
 export NEXINGEST_PSQL='$(pg_bin)/psql'
 export NEXINGEST_TEST_CA='$PG_TLS/ca.crt'
 export NEXINGEST_TEST_OTHER_CA='$PG_TLS/other-ca.crt'
-export NEXINGEST_TEST_TLS_URL='postgres://$PG_TLS_USER:$PG_TLS_PASSWORD@localhost:$PG_PORT/$PG_DB?hostaddr=127.0.0.1'
+export NEXINGEST_TEST_TLS_URL='postgres://$PG_TLS_USER:$PG_TLS_PASSWORD@localhost:$TEST_PG_PORT/$PG_DB?hostaddr=127.0.0.1'
 export AWS_ACCESS_KEY_ID='testing'
 export AWS_SECRET_ACCESS_KEY='testing'
 export AWS_REGION='us-east-1'
@@ -190,8 +226,14 @@ ENV
 
 case "${1:-}" in
   start) pg_start; moto_start ;;
-  stop) moto_stop; pg_stop ;;
-  status) pg_running && echo "postgres: running" || echo "postgres: stopped"; moto_running && echo "moto: running" || echo "moto: stopped" ;;
+  start-bench) pg_start; moto_start; use_cluster bench; pg_start ;;
+  stop) moto_stop; pg_stop; use_cluster bench; pg_stop ;;
+  status)
+    for c in test bench; do
+      use_cluster $c
+      pg_running && echo "postgres ($c, :$PG_PORT): running" || echo "postgres ($c, :$PG_PORT): stopped"
+    done
+    moto_running && echo "moto: running" || echo "moto: stopped" ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|start-bench|stop|status|env" >&2; exit 2 ;;
 esac
