@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
+use worker::cmd::run::RunSummary;
 
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use common::{World, env};
+use common::{World, consume, env, finished};
 use serde_json::Value;
-use worker::cmd::run::{RunSummary, run};
 
 const NEX_GDDP: (&str, &str, &str, i64) = ("NEX-GDDP", "rcp85", "ACCESS1-0", 2008);
 const CMIP6_CAN: (&str, &str, &str, i64) = ("NEX-GDDP-CMIP6", "ssp245", "CanESM5", 2016);
@@ -18,48 +17,6 @@ const NEX_GDDP_JOB: &str =
     r#"{"dataset":"NEX-GDDP","scenario":"rcp85","model":"ACCESS1-0","year":2008}"#;
 const CMIP6_JOB: &str =
     r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016}"#;
-
-/// A `nexingest run --until-empty` process on the world's queue, stdout and stderr captured.
-fn spawn_worker(w: &World, extra: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
-        .args(["--schema", &w.schema, "run"])
-        .args([
-            "--queue-url",
-            &w.queue_url,
-            "--aws-endpoint-url",
-            &w.env.endpoint,
-            "--nex-gddp-bucket",
-            &w.bucket,
-            "--cmip6-bucket",
-            &w.bucket,
-            "--wait-time",
-            "1",
-            "--until-empty",
-        ])
-        .args(extra)
-        .env("NEXINGEST_DATABASE_URL", &w.env.db_url)
-        .env_remove("RUST_LOG")
-        .env_remove("NEXINGEST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for a worker process; returns (stdout, stderr) after checking it succeeded.
-async fn finished(c: tokio::process::Child) -> (String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(180), c.wait_with_output())
-        .await
-        .expect("worker finished in time")
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "worker failed:\n{stderr}");
-    (stdout, stderr)
-}
 
 /// The EMF lines of a worker's stdout.
 fn emf_lines(stdout: &str) -> Vec<Value> {
@@ -121,8 +78,8 @@ async fn two_workers_with_one_load_slot_never_overlap_their_copies() {
         "--visibility-timeout",
         "6",
     ];
-    let a = spawn_worker(&w, &flags);
-    let b = spawn_worker(&w, &flags);
+    let a = w.spawn_worker(&[], &flags);
+    let b = w.spawn_worker(&[], &flags);
 
     // Watch `status` while they run.
     let (mut saw_waiting, mut max_in_use) = (false, 0);
@@ -253,8 +210,8 @@ async fn a_run_writes_emf_metrics_and_one_line_per_job() {
     // One job at a time: the job, then the same job again (skipped) in either order.
     w.send_raw(&[NEX_GDDP_JOB, NEX_GDDP_JOB, r#"{"dataset":"CMIP7"}"#])
         .await;
-    let (out, err) = finished(spawn_worker(
-        &w,
+    let (out, err) = finished(w.spawn_worker(
+        &[],
         &[
             "--jobs",
             "1",
@@ -389,13 +346,6 @@ fn a_fatal_error_is_printed_once() {
             "{err}"
         );
     }
-}
-
-async fn consume(cfg: worker::config::RunConfig) -> RunSummary {
-    tokio::time::timeout(Duration::from_secs(150), run(cfg, std::future::pending()))
-        .await
-        .expect("consumer finished in time")
-        .expect("consumer ran")
 }
 
 /// Sends `bucket`'s `ObjectCreated` notifications to the world's queue (moto then sends an

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
+use worker::cmd::run::RunSummary;
 
-use common::{World, env};
-use worker::cmd::run::{RunSummary, run};
+use common::{World, consume, env};
 
 const NEX_GDDP: (&str, &str, &str, i64) = ("NEX-GDDP", "rcp85", "ACCESS1-0", 2008);
 const CMIP6_CAN: (&str, &str, &str, i64) = ("NEX-GDDP-CMIP6", "ssp245", "CanESM5", 2016);
@@ -37,13 +36,6 @@ fn points_geojson(points: &[(&str, f64, f64)]) -> String {
     serde_json::json!({"type": "FeatureCollection", "features": features}).to_string()
 }
 
-async fn consume(cfg: worker::config::RunConfig) -> RunSummary {
-    tokio::time::timeout(Duration::from_secs(120), run(cfg, std::future::pending()))
-        .await
-        .expect("consumer finished in time")
-        .expect("consumer ran")
-}
-
 /// Each row of the data source: (map_cell_id, xmin, md5 of the three arrays, tas present).
 async fn snapshot(w: &World) -> std::collections::BTreeMap<i64, (String, String, bool)> {
     w.pg.query(
@@ -68,13 +60,6 @@ async fn ledger(w: &World) -> Vec<(String, i64, i64)> {
     .iter()
     .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect()
-}
-
-async fn state(w: &World) -> String {
-    w.pg.query_one("SELECT state FROM data_source", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn not_visible(w: &World) -> (i64, i64) {
@@ -235,7 +220,7 @@ async fn locations_and_variables_accumulate_on_a_data_source() {
             .unwrap()
             .get(0);
     assert_eq!(vars, ["pr", "tas", "tasmax", "tasmin"]);
-    assert_eq!(state(&w).await, "done");
+    assert_eq!(w.state().await, "done");
     let l = ledger(&w).await;
     let outcomes: Vec<&str> = l.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(outcomes, ["done", "done", "skipped", "done", "done"]);
@@ -245,31 +230,6 @@ async fn locations_and_variables_accumulate_on_a_data_source() {
     );
     assert!(w.drain_queue(&w.queue_url, 1).await.is_empty());
     w.cleanup().await;
-}
-
-fn spawn_worker(w: &World, extra: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
-        .args(["--schema", &w.schema, "--log-format", "json", "run"])
-        .args([
-            "--queue-url",
-            &w.queue_url,
-            "--aws-endpoint-url",
-            &w.env.endpoint,
-            "--nex-gddp-bucket",
-            &w.bucket,
-            "--cmip6-bucket",
-            &w.bucket,
-            "--wait-time",
-            "1",
-            "--until-empty",
-        ])
-        .args(extra)
-        .env("NEXINGEST_DATABASE_URL", &w.env.db_url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 /// Two worker processes receive the same job at once: one set of rows, both messages gone
@@ -282,8 +242,8 @@ async fn two_workers_one_job_delivered_twice() {
         .await;
     let body = r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016}"#;
     w.send_raw(&[body, body]).await;
-    let a = spawn_worker(&w, &["--jobs", "1"]);
-    let b = spawn_worker(&w, &["--jobs", "1"]);
+    let a = w.spawn_worker(&["--log-format", "json"], &["--jobs", "1"]);
+    let b = w.spawn_worker(&["--log-format", "json"], &["--jobs", "1"]);
     for c in [a, b] {
         let out = tokio::time::timeout(Duration::from_secs(120), c.wait_with_output())
             .await
@@ -306,7 +266,7 @@ async fn two_workers_one_job_delivered_twice() {
     outcomes.sort();
     assert_eq!(outcomes, ["done", "skipped"]);
     assert_eq!(not_visible(&w).await, (0, 0), "both messages deleted");
-    assert_eq!(state(&w).await, "done");
+    assert_eq!(w.state().await, "done");
     w.cleanup().await;
 }
 
@@ -350,7 +310,7 @@ async fn a_lost_message_commits_nothing() {
     let s = consumer.await.unwrap();
     assert_eq!((s.done, s.released), (0, 1), "{s:?}");
     assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, 0);
-    assert_eq!(state(&w).await, "pending");
+    assert_eq!(w.state().await, "pending");
     assert_eq!(
         w.count("SELECT count(*) FROM job_ledger WHERE outcome = 'done'")
             .await,
@@ -376,7 +336,7 @@ async fn a_late_failure_never_undoes_done() {
         .await;
     let s = consume(w.run_config()).await;
     assert_eq!(s.failed, 1, "{s:?}");
-    assert_eq!(state(&w).await, "done");
+    assert_eq!(w.state().await, "done");
     let (err, ledger_err): (Option<String>, Option<String>) =
         w.pg.query_one(
             "SELECT s.last_error, (SELECT error FROM job_ledger WHERE outcome = 'failed')
@@ -465,7 +425,7 @@ async fn transient_failures_come_back_later_not_at_once() {
         second_gap >= Duration::from_millis(5500),
         "second release {second_gap:?} (the visibility grows with the receive count)"
     );
-    assert_eq!(state(&w).await, "pending");
+    assert_eq!(w.state().await, "pending");
     assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, 0);
 
     // The outage ends: the job completes once.
@@ -474,7 +434,7 @@ async fn transient_failures_come_back_later_not_at_once() {
     assert_eq!(s.done, 1, "{s:?}");
     let n = fixtures::set::nex_gddp_cmip6_jobs()[0].data_cells() as i64;
     assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, n);
-    assert_eq!(state(&w).await, "done");
+    assert_eq!(w.state().await, "done");
     let outcomes: Vec<String> = ledger(&w).await.into_iter().map(|e| e.0).collect();
     assert_eq!(outcomes, ["released", "released", "done"]);
     let attempts: i32 =

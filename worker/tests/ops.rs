@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
-use common::{World, env};
+use common::{World, consume, env};
 use worker::cli::{Cli, Command, PlotKind};
-use worker::cmd::run::{RunSummary, run};
 
 const CMIP6_CAN: (&str, &str, &str, i64) = ("NEX-GDDP-CMIP6", "ssp245", "CanESM5", 2016);
 
@@ -80,13 +79,6 @@ async fn requeue(
     (report, cfg)
 }
 
-async fn consume(cfg: worker::config::RunConfig) -> RunSummary {
-    tokio::time::timeout(Duration::from_secs(90), run(cfg, std::future::pending()))
-        .await
-        .expect("consumer finished in time")
-        .expect("consumer ran")
-}
-
 async fn visible(w: &World, url: &str) -> usize {
     worker::queue::queue_attribute(&w.sqs, url, QueueAttributeName::ApproximateNumberOfMessages)
         .await
@@ -94,13 +86,6 @@ async fn visible(w: &World, url: &str) -> usize {
         .unwrap_or_default()
         .parse()
         .unwrap()
-}
-
-async fn state(w: &World) -> String {
-    w.pg.query_one("SELECT state FROM data_source", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -196,7 +181,7 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
     assert!(cfg.queue.is_none());
     let rep = worker::cmd::requeue::run(&cfg).await.unwrap();
     assert_eq!(rep.requeued.len(), 1);
-    assert_eq!(state(&w).await, "failed");
+    assert_eq!(w.state().await, "failed");
     assert_eq!(visible(&w, &w.queue_url).await, 0);
 
     // The requeue moves it to pending and sends one native message with the same job.
@@ -205,7 +190,7 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
     assert_eq!(rep.requeued.len(), 1, "{out}");
     assert_eq!(rep.sent, 1);
     assert!(out.contains("failed → pending"), "{out}");
-    assert_eq!(state(&w).await, "pending");
+    assert_eq!(w.state().await, "pending");
     let bodies = w.drain_queue(&w.queue_url, 1).await;
     assert_eq!(bodies.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
@@ -222,7 +207,7 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
 
     let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.failed), (1, 0), "{s:?}");
-    assert_eq!(state(&w).await, "done");
+    assert_eq!(w.state().await, "done");
     assert!(
         w.count(
             "SELECT count(*) FROM climate_data_year WHERE tasmax IS NOT NULL AND pr IS NOT NULL"

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{World, env};
+use common::{World, consume, env};
 use nexdecode::{CellSelection, DecodeOptions, GridFile};
 use worker::cmd::run::{RunSummary, run};
 
@@ -18,14 +18,6 @@ const LOCA: (&str, &str, &str, i64) = ("LOCA", "rcp45", "CCSM4", 2006);
 
 fn fixture_file(dir: &str, name: &str) -> std::path::PathBuf {
     fixtures::data_dir().join(dir).join(name)
-}
-
-async fn consume(w: &World, cfg: worker::config::RunConfig) -> RunSummary {
-    let _ = w;
-    tokio::time::timeout(Duration::from_secs(90), run(cfg, std::future::pending()))
-        .await
-        .expect("consumer finished in time")
-        .expect("consumer ran")
 }
 
 /// A row's arrays (tasmin, tasmax, pr), NULL elements as `None`.
@@ -134,7 +126,7 @@ async fn end_to_end_from_enqueue_to_exact_rows() {
         .await,
         1
     );
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!(
         s,
         RunSummary {
@@ -223,14 +215,14 @@ async fn duplicate_delivery_leaves_one_copy() {
         .await;
     let body = r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016}"#;
     w.send_raw(&[body, body]).await;
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.skipped), (1, 1), "{s:?}");
     let n = fixtures::set::nex_gddp_cmip6_jobs()[0].data_cells() as i64;
     assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, n);
 
     // Delivered again later: recognised as done and dropped without reloading.
     w.send_raw(&[body]).await;
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.skipped), (0, 1), "{s:?}");
     assert_eq!(
         w.count("SELECT count(*) FROM job_ledger WHERE outcome = 'done'")
@@ -241,7 +233,7 @@ async fn duplicate_delivery_leaves_one_copy() {
     // Asked to update: replaced, still one copy.
     w.send_raw(&[r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016,"update_existing":true}"#])
         .await;
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!(s.done, 1, "{s:?}");
     assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, n);
     assert_eq!(
@@ -276,7 +268,7 @@ async fn corrupt_file_fails_reaches_dlq_and_writes_nothing() {
         "2016",
     ])
     .await;
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!(
         s.failed, 2,
         "one failure per receive up to maxReceiveCount: {s:?}"
@@ -526,7 +518,7 @@ async fn old_system_message_is_accepted() {
         ids.get::<_, i32>(1)
     );
     w.send_raw(&[&body]).await;
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!(s.done, 1, "{s:?}");
 
     // Every location has a location_cell row; matched ones point at a loaded cell.
@@ -575,7 +567,7 @@ async fn malformed_messages_are_rejected_and_write_nothing() {
         }
     }
     w.send_raw(&bad).await;
-    let s = consume(&w, w.run_config()).await;
+    let s = consume(w.run_config()).await;
     assert_eq!(s.rejected, bad.len() as u64, "{s:?}");
     assert_eq!((s.done, s.failed), (0, 0));
     for t in [

@@ -394,3 +394,71 @@ impl World {
             .await;
     }
 }
+
+/// Runs the consumer in-process on `cfg` until its queue is empty (at most 150 s).
+pub async fn consume(cfg: RunConfig) -> worker::cmd::run::RunSummary {
+    tokio::time::timeout(
+        Duration::from_secs(150),
+        worker::cmd::run::run(cfg, std::future::pending()),
+    )
+    .await
+    .expect("consumer finished in time")
+    .expect("consumer ran")
+}
+
+/// Waits for a worker process (at most 180 s); returns (stdout, stderr) after checking it
+/// succeeded.
+pub async fn finished(c: tokio::process::Child) -> (String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(180), c.wait_with_output())
+        .await
+        .expect("worker finished in time")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "worker failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+impl World {
+    /// A `nexingest [global…] run --until-empty` process on the world's queue and buckets,
+    /// then `extra` run flags; stdout and stderr captured, killed when dropped.
+    pub fn spawn_worker(&self, global: &[&str], extra: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+            .args(["--schema", &self.schema])
+            .args(global)
+            .arg("run")
+            .args([
+                "--queue-url",
+                &self.queue_url,
+                "--aws-endpoint-url",
+                &self.env.endpoint,
+                "--nex-gddp-bucket",
+                &self.bucket,
+                "--cmip6-bucket",
+                &self.bucket,
+                "--wait-time",
+                "1",
+                "--until-empty",
+            ])
+            .args(extra)
+            .env("NEXINGEST_DATABASE_URL", &self.env.db_url)
+            .env_remove("RUST_LOG")
+            .env_remove("NEXINGEST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    /// The state of the world's (only) data source.
+    pub async fn state(&self) -> String {
+        self.pg
+            .query_one("SELECT state FROM data_source", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
