@@ -733,6 +733,61 @@ async fn local_ingest_of_a_boundary_loads_the_touched_cells() {
     w.cleanup().await;
 }
 
+/// A local points job whose file holds a point far outside the grid: the job loads the others,
+/// keeps that location with no cell, and the warning says why (outside the grid, how far).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_ingest_names_why_a_location_has_no_cell() {
+    let Some(env) = env() else { return };
+    let w = World::new(env, "whynocell", 3, 60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let points = dir.path().join("points.geojson");
+    // San Jose (inside the LOCA fixture grid) and Paris (far outside it).
+    let features = serde_json::json!({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "San Jose"},
+         "geometry": {"type": "Point", "coordinates": [-121.89, 37.34]}},
+        {"type": "Feature", "properties": {"name": "Paris"},
+         "geometry": {"type": "Point", "coordinates": [2.35, 48.85]}},
+    ]});
+    std::fs::write(&points, features.to_string()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+        .args(["--schema", &w.schema, "--log-format", "text", "ingest"])
+        .args([
+            "--dataset",
+            "LOCA",
+            "--scenario",
+            "rcp45",
+            "--model",
+            "CCSM4",
+        ])
+        .args(["--year", "2006", "--no-progress"])
+        .arg(format!("--locations=geojson:{}", points.display()))
+        .arg(fixtures::data_dir().join("loca"))
+        .env("NEXINGEST_DATABASE_URL", &w.env.db_url)
+        .env_remove("RUST_LOG")
+        .env_remove("NEXINGEST_LOG")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("locations without a data cell"))
+        .unwrap_or_else(|| panic!("no unmatched-location warning:\n{stderr}"));
+    assert!(
+        warning.contains("(48.8500,2.3500): outside the grid"),
+        "the warning names the point and the reason: {warning}"
+    );
+    assert!(!warning.contains("37.3400"), "San Jose matched: {warning}");
+    assert_eq!(
+        w.count("SELECT count(*) FROM location_cell WHERE map_cell_id IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(w.count("SELECT count(*) FROM climate_data_year").await, 1);
+    w.cleanup().await;
+}
+
 #[test]
 fn key_templates_match_the_fixture_manifest() {
     let manifest: serde_json::Value =

@@ -79,15 +79,22 @@ impl Pipeline {
                 let cid = m.cell.and_then(|c| by_cell.get(&c).copied());
                 if cid.is_none() {
                     unmatched += 1;
+                    // nexdecode's reason (outside the grid, and how far; or no data nearby);
+                    // a matched cell whose rows were all missing has no data either.
+                    let reason = m.reason().map_or_else(
+                        || nexdecode::MatchReason::NearestCellHasNoData.to_string(),
+                        |r| r.to_string(),
+                    );
                     debug!(
                         lat = m.lat,
                         lon = m.lon,
+                        %reason,
                         "location has no data cell within the search radius"
                     );
                     if unmatched <= 3 {
                         use std::fmt::Write as _;
-                        let sep = if examples.is_empty() { "" } else { " " };
-                        let _ = write!(examples, "{sep}({:.4},{:.4})", m.lat, m.lon);
+                        let sep = if examples.is_empty() { "" } else { "; " };
+                        let _ = write!(examples, "{sep}({:.4},{:.4}): {reason}", m.lat, m.lon);
                     }
                 }
                 (cid, cid.map(|_| m.distance_km as f32))
