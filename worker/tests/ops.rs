@@ -88,6 +88,74 @@ async fn visible(w: &World, url: &str) -> usize {
         .unwrap()
 }
 
+/// A done data source whose later job (a new variable) failed: `requeue --state failed` sends
+/// that job again as recorded, the data source stays `done` throughout, and once it loads there
+/// is nothing left to requeue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_job_of_a_done_data_source_is_requeued() {
+    let Some(env) = env() else { return };
+    let w = World::new(env, "requeuedone", 1, 60).await;
+    let corrupt = fixtures::data_dir()
+        .join("corrupt")
+        .join("tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
+    w.upload_job(
+        CMIP6_CAN.0,
+        CMIP6_CAN.2,
+        CMIP6_CAN.3,
+        Some(("tasmax", corrupt)),
+    )
+    .await;
+    let job = [
+        "--dataset",
+        "NEX-GDDP-CMIP6",
+        "--scenario",
+        "ssp245",
+        "--models",
+        "CanESM5",
+        "--years",
+        "2016",
+    ];
+    w.enqueue(&[&job[..], &["--variables", "tasmin,pr"]].concat())
+        .await;
+    assert_eq!(consume(w.run_config()).await.done, 1);
+    let rows = w.count("SELECT count(*) FROM climate_data_year").await;
+    w.enqueue(&[&job[..], &["--variables", "tasmax"]].concat())
+        .await;
+    let s = consume(w.run_config()).await;
+    assert_eq!((s.done, s.failed), (0, 1), "{s:?}");
+    assert_eq!(w.state().await, "done");
+    assert!(jobs(&w, &["--state", "failed"]).await.rows.is_empty());
+
+    // A dry run names the job and sends nothing.
+    let (rep, cfg) = requeue(&w, &["--state", "failed", "--dry-run"]).await;
+    let out = rep.render(&cfg);
+    assert_eq!((rep.requeued.len(), rep.left.len()), (1, 0), "{out}");
+    assert!(
+        out.contains("would requeue NEX-GDDP-CMIP6/ssp245/CanESM5/2016 (done, a later job failed): variables tasmax, locations all"),
+        "{out}"
+    );
+    assert_eq!(visible(&w, &w.queue_url).await, 0);
+
+    // The operator fixes the file and requeues: one message, the data source stays done.
+    w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
+        .await;
+    let (rep, _) = requeue(&w, &["--state", "failed"]).await;
+    assert_eq!((rep.requeued.len(), rep.sent), (1, 1));
+    assert_eq!(w.state().await, "done");
+    assert_eq!(consume(w.run_config()).await.done, 1);
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM climate_data_year WHERE tasmax IS NOT NULL AND tasmin IS NOT NULL"
+        )
+        .await,
+        rows
+    );
+    // Its latest attempt is done now: nothing left to requeue.
+    let (rep, _) = requeue(&w, &["--state", "failed"]).await;
+    assert_eq!((rep.requeued.len(), rep.sent), (0, 0));
+    w.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_job_is_listed_requeued_and_then_loads() {
     let Some(env) = env() else { return };

@@ -10,6 +10,12 @@
 //! send rolls the state change back; a message sent before a failed commit only runs a job
 //! whose data source is still `failed`, which the worker allows (`failed → running`).
 //!
+//! With `--state failed`, a data source that is `done` can still hold a failed job: a later
+//! job for new locations or variables (another identity) that failed permanently leaves the
+//! data source `done` with its earlier rows. Each such identity whose latest attempt failed is
+//! sent again as it was recorded; no state changes (a `done` data source takes new identities,
+//! and one that meanwhile loaded is skipped by the worker).
+//!
 //! **Dead-letter queue** (`--from-dlq QUEUE`): receive up to 10 messages, send their bodies to
 //! the queue, delete them from the dead-letter queue only after the send succeeded, repeat
 //! until the dead-letter queue is empty. A message is never lost; one whose delete failed comes
@@ -207,9 +213,14 @@ impl RequeueReport {
             if let Ok(j) = &r.job {
                 let _ = writeln!(
                     out,
-                    "{verb} {} ({} → pending): variables {}, locations {}{}",
+                    "{verb} {} ({}{}): variables {}, locations {}{}",
                     r.name,
                     r.from,
+                    if r.from.starts_with("done") {
+                        ""
+                    } else {
+                        " → pending"
+                    },
                     j.variables.join(","),
                     j.locations,
                     if j.update_existing {
@@ -236,7 +247,7 @@ impl RequeueReport {
             Mode::DataSources { .. } => {
                 let _ = writeln!(
                     out,
-                    "{} data sources {verb}, {} messages {}, {} left alone",
+                    "{} jobs {verb}, {} messages {}, {} left alone",
                     self.requeued.len(),
                     self.sent,
                     if cfg.dry_run { "to send" } else { "sent" },
@@ -287,7 +298,7 @@ pub async fn run(cfg: &RequeueConfig) -> anyhow::Result<RequeueReport> {
             fallback_variables,
             batch_size,
         } => {
-            requeue_data_sources(
+            let mut report = requeue_data_sources(
                 cfg,
                 filter,
                 *state,
@@ -295,10 +306,43 @@ pub async fn run(cfg: &RequeueConfig) -> anyhow::Result<RequeueReport> {
                 fallback_variables,
                 *batch_size,
             )
-            .await
+            .await?;
+            if *state == RequeueState::Failed {
+                requeue_failed_of_done(cfg, filter, &mut report).await?;
+            }
+            Ok(report)
         }
         Mode::FromDlq { dlq, max_messages } => redrive(cfg, dlq, *max_messages).await,
     }
+}
+
+/// Recorded job of a ledger entry: (variables, location key, update_existing).
+type LedgerJob = (Vec<String>, Option<String>, bool);
+
+/// The failed identities of `done` data sources: for each data source, every (variables,
+/// location key) whose latest attempt that is not `skipped` failed.
+async fn failed_identities(
+    client: &impl tokio_postgres::GenericClient,
+    ids: &[i64],
+) -> anyhow::Result<Vec<(i64, LedgerJob)>> {
+    let rows = client
+        .query(
+            "SELECT data_source_id, variables, location_key, update_existing
+             FROM (SELECT DISTINCT ON (data_source_id, variables, location_key)
+                          data_source_id, variables, location_key, update_existing, outcome
+                   FROM job_ledger
+                   WHERE data_source_id = ANY($1) AND outcome <> 'skipped'
+                   ORDER BY data_source_id, variables, location_key, finished_at DESC, id DESC) l
+             WHERE outcome = 'failed'
+             ORDER BY data_source_id, location_key, variables",
+            &[&ids],
+        )
+        .await
+        .context("reading the job ledger")?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect())
 }
 
 /// The last attempt's job of each data source: (variables, location key, update_existing) of
@@ -306,7 +350,7 @@ pub async fn run(cfg: &RequeueConfig) -> anyhow::Result<RequeueReport> {
 async fn last_jobs(
     client: &impl tokio_postgres::GenericClient,
     ids: &[i64],
-) -> anyhow::Result<HashMap<i64, (Vec<String>, Option<String>, bool)>> {
+) -> anyhow::Result<HashMap<i64, LedgerJob>> {
     let rows = client
         .query(
             "SELECT DISTINCT ON (data_source_id) data_source_id, variables, location_key,
@@ -326,7 +370,7 @@ async fn last_jobs(
 
 fn rebuild(
     row: &JobRow,
-    last: Option<&(Vec<String>, Option<String>, bool)>,
+    last: Option<&LedgerJob>,
     aws: &AwsConfig,
     fallback_locations: Option<&LocationSource>,
     fallback_variables: &[String],
@@ -477,6 +521,83 @@ async fn requeue_data_sources(
         }
     }
     Ok(report)
+}
+
+/// `--state failed`, second part: the failed identities of `done` data sources (see the module
+/// doc), sent again as recorded, in batches of 10.
+async fn requeue_failed_of_done(
+    cfg: &RequeueConfig,
+    filter: &JobFilter,
+    report: &mut RequeueReport,
+) -> anyhow::Result<()> {
+    let pool = db::pool(&cfg.db, 1)?;
+    let client = pool.get().await.context("connecting to the database")?;
+    let client = &**client;
+    let mut f = filter.clone();
+    f.states = vec![crate::cli::ShownState::Done];
+    f.limit = None;
+    let rows = jobs::select(client, &f).await?;
+    let by_id: HashMap<i64, &JobRow> = rows.iter().map(|r| (r.id, r)).collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let from = "done, a later job failed";
+    let mut todo = Vec::new();
+    for (id, recorded) in failed_identities(client, &ids).await? {
+        let row = by_id[&id];
+        let name = format!(
+            "{}/{}/{}/{}",
+            row.dataset, row.scenario, row.model, row.year
+        );
+        if recorded.1.is_none() {
+            // Failed before its locations were resolved: nothing says what it was.
+            report.left.push(Requeued {
+                name,
+                from: from.into(),
+                job: Err("a failed job's location source is not recorded; send it again with                           `enqueue`"
+                    .into()),
+            });
+            continue;
+        }
+        match rebuild(row, Some(&recorded), &cfg.aws, None, &[]) {
+            Ok(job) => todo.push(job),
+            Err(why) => report.left.push(Requeued {
+                name,
+                from: from.into(),
+                job: Err(why),
+            }),
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    if cfg.dry_run {
+        for job in todo {
+            report.dry_run_bodies.push(job.to_native_json());
+            report.sent += 1;
+            report.requeued.push(Requeued {
+                name: job.id(),
+                from: from.into(),
+                job: Ok(job),
+            });
+        }
+        return Ok(());
+    }
+    let clients = aws::clients(&cfg.aws).await;
+    let url = queue::resolve_url(&clients.sqs, cfg.queue()?).await?;
+    for batch in todo.chunks(10) {
+        let bodies: Vec<String> = batch.iter().map(JobSpec::to_native_json).collect();
+        report.sent += queue::send_all(&clients.sqs, &url, &bodies)
+            .await
+            .context("sending the failed jobs of done data sources")?;
+        for job in batch {
+            tracing::info!(job = %job.id(), locations = %job.locations, "requeued a failed job of a done data source");
+            report.requeued.push(Requeued {
+                name: job.id(),
+                from: from.into(),
+                job: Ok(job.clone()),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn redrive(
