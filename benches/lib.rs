@@ -60,8 +60,13 @@ pub fn nex_gddp_full_grid_file() -> PathBuf {
     generated(&spec)
 }
 
-/// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there.
-fn generated(spec: &fixtures::GridSpec) -> PathBuf {
+/// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there (under a
+/// private name first, then renamed); returns its path.
+///
+/// # Panics
+///
+/// If the file cannot be written.
+pub fn generated(spec: &fixtures::GridSpec) -> PathBuf {
     let dir = bench_data_dir();
     std::fs::create_dir_all(&dir).expect("create target/bench-data");
     let path = dir.join(spec.file_name());
