@@ -154,13 +154,18 @@ fn child(paths: &[PathBuf]) {
     let r = job(paths, &points, true);
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "cold {secs:.6} {:.6} {:.6} {:.6} {}",
-        r.phases[0], r.phases[1], r.phases[2], r.rows
+        "cold {secs:.6} {:.6} {:.6} {:.6} {:.6} {}",
+        r.phases[0],
+        r.phases[1],
+        r.phases[2],
+        nb::cpu_seconds(),
+        r.rows
     );
 }
 
-/// Spawns the child; returns (seconds inside, seconds around the process, phases).
-fn cold(exe: &Path) -> (f64, f64, [f64; 3]) {
+/// Spawns the child; returns (seconds inside, seconds around the process, phases, the child's
+/// CPU seconds).
+fn cold(exe: &Path) -> (f64, f64, [f64; 3], f64) {
     let t = Instant::now();
     let out = Command::new(exe)
         .env("LOCBENCH_CHILD", "1")
@@ -177,7 +182,7 @@ fn cold(exe: &Path) -> (f64, f64, [f64; 3]) {
         .split_whitespace()
         .map(|x| x.parse().expect("number"))
         .collect();
-    (f[0], outer, [f[1], f[2], f[3]])
+    (f[0], outer, [f[1], f[2], f[3]], f[4])
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -212,12 +217,13 @@ fn main() {
             (std::fs::File::open(p).expect("open"), chunks, chunk_bytes)
         })
         .collect();
+    // (wall, CPU) seconds.
     let inflate = || {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), nb::cpu_seconds());
         for (file, chunks, chunk_bytes) in &raw {
             nb::raw_inflate_all(file, chunks, *chunk_bytes);
         }
-        t.elapsed().as_secs_f64()
+        (t.elapsed().as_secs_f64(), nb::cpu_seconds() - cpu)
     };
     println!("load average before: {}", load_average());
     // Page cache and this process's pools, before anything is timed.
@@ -229,23 +235,31 @@ fn main() {
     let old = job(&paths, &points, false);
     let key = |m: &LocationMatch| (m.cell, m.nearest, m.substituted, m.distance_km.to_bits());
     assert!(
-        old.matches.iter().map(key).eq(first.matches.iter().map(key)),
+        old.matches
+            .iter()
+            .map(key)
+            .eq(first.matches.iter().map(key)),
         "both paths locate alike"
     );
     assert_eq!(old.rows, first.rows);
 
     let (mut a, mut c_in, mut c_out, mut w, mut w_old) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut a_cpu, mut c_cpu, mut w_cpu) = (vec![], vec![], vec![]);
     let mut c_phases = vec![];
     let mut w_phases = vec![];
     for rep in 0..reps {
-        a.push(inflate());
-        let (inner, outer, ph) = cold(&exe);
+        let (wall, cpu) = inflate();
+        a.push(wall);
+        a_cpu.push(cpu);
+        let (inner, outer, ph, cpu) = cold(&exe);
+        c_cpu.push(cpu);
         c_in.push(inner);
         c_out.push(outer);
         c_phases.push(ph);
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), nb::cpu_seconds());
         let r = job(&paths, &points, true);
         w.push(t.elapsed().as_secs_f64());
+        w_cpu.push(nb::cpu_seconds() - cpu);
         w_phases.push(r.phases);
         let t = Instant::now();
         job(&paths, &points, false);
@@ -270,7 +284,10 @@ fn main() {
         rayon::current_num_threads(),
         load_average()
     );
-    println!("  (a) raw inflate of the 3 files, all cores:   {a_m:.3} s  ratio 1.00");
+    let a_cpu_m = median(&a_cpu);
+    println!(
+        "  (a) raw inflate of the 3 files, all cores:   {a_m:.3} s  ratio 1.00  (CPU {a_cpu_m:.3} s)"
+    );
     for (label, t, ph) in [
         (
             "cold: fresh process, job time:              ",
@@ -303,4 +320,11 @@ fn main() {
         });
         println!("  {label} {t:.3} s  ratio {:.2}{phases}", t / a_m);
     }
+    let (cc, wc) = (median(&c_cpu), median(&w_cpu));
+    println!(
+        "  CPU time: cold, whole child process {cc:.3} s  ratio {:.2}; warm job {wc:.3} s  ratio \
+         {:.2} (to the CPU time of (a))",
+        cc / a_cpu_m,
+        wc / a_cpu_m
+    );
 }

@@ -240,7 +240,6 @@ impl GridFile {
             .collect();
         choose(grid, points, &nearest, &candidates, has)
     }
-
 }
 
 /// The candidate cells of all points above which [`GridFile::locate_decode`] reads the file twice
@@ -448,10 +447,18 @@ mod tests {
                 read_path,
                 ..DecodeOptions::default()
             };
-            let (m1, b1) = file.locate_decode_with(2008, &points, &opts, usize::MAX).unwrap();
+            let (m1, b1) = file
+                .locate_decode_with(2008, &points, &opts, usize::MAX)
+                .unwrap();
             let (m2, b2) = file.locate_decode_with(2008, &points, &opts, 0).unwrap();
             let key = |m: &LocationMatch| {
-                (m.cell, m.nearest, m.substituted, m.distance_km.to_bits(), m.outside_km)
+                (
+                    m.cell,
+                    m.nearest,
+                    m.substituted,
+                    m.distance_km.to_bits(),
+                    m.outside_km,
+                )
             };
             assert!(m1.iter().map(key).eq(m2.iter().map(key)));
             assert!(m1.iter().any(|m| m.substituted), "a substitute was found");
@@ -468,7 +475,8 @@ mod tests {
                     (&want.variable, &want.units, want.year, want.calendar)
                 );
                 assert_eq!(b.values.dim(), want.values.dim());
-                let bits = |v: &ndarray::Array2<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let bits =
+                    |v: &ndarray::Array2<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&b.values), bits(&want.values), "{read_path:?}");
             }
         }
