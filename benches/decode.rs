@@ -16,7 +16,8 @@
 //!
 //! It then prints the throughput ratios vs (a) that DESIGN §7 states a target for (throughput =
 //! raw decompressed bytes of the whole grid / time; from the medians of this run, so a noisy
-//! shared machine affects all alike) and the peak RSS growth of each decode.
+//! shared machine affects all alike), the same ratios of CPU time (user + system, all threads;
+//! they move much less with the machine's load) and the peak RSS growth of each decode.
 //!
 //! A second group does the same for the NEX-GDDP (CMIP5) small-chunk layout: a 365 × 720 × 1440
 //! file in chunks of 1 × 90 × 180 (64 per day, 23,360 in all), reported against its own
