@@ -16,7 +16,8 @@
 //!
 //! It then prints the throughput ratios vs (a) that DESIGN §7 states a target for (throughput =
 //! raw decompressed bytes of the whole grid / time; from the medians of this run, so a noisy
-//! shared machine affects all alike) and the peak RSS growth of each decode.
+//! shared machine affects all alike), the same ratios of CPU time (user + system, all threads;
+//! they move much less with the machine's load) and the peak RSS growth of each decode.
 //!
 //! A second group does the same for the NEX-GDDP (CMIP5) small-chunk layout: a 365 × 720 × 1440
 //! file in chunks of 1 × 90 × 180 (64 per day, 23,360 in all), reported against its own
@@ -88,16 +89,24 @@ fn decode_into(path: &Path, read_path: ReadPath, block: &mut YearBlock) {
 }
 
 /// Times `iters` runs of `f` (only `f`; dropping its output is not part of decoding).
-fn time_fresh(name: &'static str, iters: u64, f: impl Fn() -> YearBlock) -> Duration {
+/// Also records the CPU time per iteration under `cpu_name`.
+fn time_fresh(
+    (name, cpu_name): (&'static str, &'static str),
+    iters: u64,
+    f: impl Fn() -> YearBlock,
+) -> Duration {
     let mut total = Duration::ZERO;
+    let mut cpu = 0.0;
     for _ in 0..iters {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), nb::cpu_seconds());
         let block = f();
         total += t.elapsed();
+        cpu += nb::cpu_seconds() - c;
         assert!(block.len() > 300_000 && block.days() == 365);
         drop(block);
     }
     record(name, total.as_secs_f64() / iters as f64);
+    record(cpu_name, cpu / iters as f64);
     total
 }
 
@@ -138,7 +147,7 @@ fn main() {
     group.throughput(Throughput::Bytes(raw_bytes));
     group.bench_function("inflate_limit", |b| {
         b.iter_custom(|iters| {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), nb::cpu_seconds());
             for _ in 0..iters {
                 assert_eq!(
                     nb::raw_inflate_all(&file, &chunks, chunk_bytes) as u64,
@@ -147,40 +156,52 @@ fn main() {
             }
             let d = t.elapsed();
             record("inflate_limit", d.as_secs_f64() / iters as f64);
+            record(
+                "inflate_limit_cpu",
+                (nb::cpu_seconds() - cpu) / iters as f64,
+            );
             d
         })
     });
     group.bench_function("chunked_all_cells", |b| {
         b.iter_custom(|iters| {
-            time_fresh("chunked_all_cells", iters, || {
-                decode(&path, &cells, ReadPath::Chunked)
-            })
+            time_fresh(
+                ("chunked_all_cells", "chunked_all_cells_cpu"),
+                iters,
+                || decode(&path, &cells, ReadPath::Chunked),
+            )
         })
     });
     group.bench_function("chunked_alldata_cold", |b| {
         b.iter_custom(|iters| {
-            time_fresh("chunked_alldata_cold", iters, || {
-                decode(&path, &CellSelection::AllData, ReadPath::Chunked)
-            })
+            time_fresh(
+                ("chunked_alldata_cold", "chunked_alldata_cold_cpu"),
+                iters,
+                || decode(&path, &CellSelection::AllData, ReadPath::Chunked),
+            )
         })
     });
     let mut warm = YearBlock::default();
     decode_into(&path, ReadPath::Chunked, &mut warm);
     group.bench_function("chunked_alldata_warm", |b| {
         b.iter_custom(|iters| {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), nb::cpu_seconds());
             for _ in 0..iters {
                 decode_into(&path, ReadPath::Chunked, &mut warm);
             }
             let d = t.elapsed();
             assert_eq!(warm.len(), data_cells);
             record("chunked_alldata_warm", d.as_secs_f64() / iters as f64);
+            record(
+                "chunked_alldata_warm_cpu",
+                (nb::cpu_seconds() - cpu) / iters as f64,
+            );
             d
         })
     });
     group.bench_function("netcdf_alldata", |b| {
         b.iter_custom(|iters| {
-            time_fresh("netcdf_alldata", iters, || {
+            time_fresh(("netcdf_alldata", "netcdf_alldata_cpu"), iters, || {
                 decode(&path, &CellSelection::AllData, ReadPath::Netcdf)
             })
         })
@@ -213,9 +234,11 @@ fn main() {
     });
     group.bench_function("chunked_alldata_cold", |b| {
         b.iter_custom(|iters| {
-            time_fresh("ng_chunked_alldata_cold", iters, || {
-                decode(&ng_path, &CellSelection::AllData, ReadPath::Chunked)
-            })
+            time_fresh(
+                ("ng_chunked_alldata_cold", "ng_chunked_alldata_cold_cpu"),
+                iters,
+                || decode(&ng_path, &CellSelection::AllData, ReadPath::Chunked),
+            )
         })
     });
     let mut ng_warm = YearBlock::default();
@@ -244,6 +267,7 @@ fn main() {
     drop(warm);
 
     let a = median("inflate_limit");
+    let a_cpu = median("inflate_limit_cpu");
     let gbps = |s: f64| raw_bytes as f64 / s / 1e9;
     let mib = |r: Option<f64>| r.map_or("n/a".to_string(), |m| format!("{m:.0} MiB"));
     println!();
@@ -254,8 +278,12 @@ fn main() {
         chunks.len()
     );
     println!(
-        "  (a)  inflate limit (pread + libdeflate, all cores): {a:.3} s  {:.2} GB/s",
-        gbps(a)
+        "  (a)  inflate limit (pread + libdeflate, all cores): {a:.3} s  {:.2} GB/s  CPU {a_cpu:.3} s \
+         (CPU ratio = CPU time of (a) / CPU time; load average now {})",
+        gbps(a),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     for (label, name, rss) in [
         (
@@ -280,10 +308,13 @@ fn main() {
         ),
     ] {
         let t = median(name);
+        let cpu = median(&format!("{name}_cpu"));
         println!(
-            "  {label} {t:.3} s  {:.2} GB/s  ratio {:.2}  peak RSS growth {}",
+            "  {label} {t:.3} s  {:.2} GB/s  ratio {:.2}  CPU {cpu:.3} s, CPU ratio {:.2}  peak \
+             RSS growth {}",
             gbps(t),
             a / t,
+            a_cpu / cpu,
             mib(rss)
         );
     }

@@ -60,8 +60,13 @@ pub fn nex_gddp_full_grid_file() -> PathBuf {
     generated(&spec)
 }
 
-/// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there.
-fn generated(spec: &fixtures::GridSpec) -> PathBuf {
+/// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there (under a
+/// private name first, then renamed); returns its path.
+///
+/// # Panics
+///
+/// If the file cannot be written.
+pub fn generated(spec: &fixtures::GridSpec) -> PathBuf {
     let dir = bench_data_dir();
     std::fs::create_dir_all(&dir).expect("create target/bench-data");
     let path = dir.join(spec.file_name());
@@ -134,6 +139,18 @@ pub fn raw_inflate_all(file: &File, chunks: &[RawChunk], chunk_bytes: usize) -> 
             })
         })
         .sum()
+}
+
+/// CPU time (user + system, all threads) this process has used so far, in seconds
+/// (`getrusage(RUSAGE_SELF)`). On a shared machine the ratio of two CPU times moves much less
+/// with the load than the ratio of two wall times.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: `rusage` is plain data; all-zero is a valid value, and `getrusage` fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
 }
 
 /// Peak resident set size of this process so far (`VmHWM`), in bytes.

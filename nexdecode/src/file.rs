@@ -280,13 +280,52 @@ impl GridFile {
         options: &DecodeOptions,
         block: &mut YearBlock,
     ) -> Result<(), DecodeError> {
+        let flat: Vec<usize> = match cells {
+            CellSelection::AllData => (0..self.grid.len()).collect(),
+            CellSelection::Cells(list) => {
+                let mut flat = Vec::with_capacity(list.len());
+                for &c in list {
+                    if !self.grid.contains(c) {
+                        return Err(DecodeError::CellOutOfRange {
+                            path: self.path.clone(),
+                            lat: c.lat,
+                            lon: c.lon,
+                            nlat: self.grid.nlat(),
+                            nlon: self.grid.nlon(),
+                        });
+                    }
+                    flat.push(self.grid.flat(c));
+                }
+                flat.sort_unstable();
+                flat.dedup();
+                flat
+            }
+        };
+        let rows = match cells {
+            CellSelection::AllData => Rows::Valid,
+            CellSelection::Cells(_) => Rows::Requested,
+        };
+        self.decode_flat_into(year, &flat, rows, options, block)
+    }
+
+    /// Decodes the cells `flat` (ascending flat indices, no duplicates, inside the grid) of
+    /// `year` into `block`: a row for each (`Rows::Requested`) or only for those with a valid
+    /// value (`Rows::Valid`).
+    pub(crate) fn decode_flat_into(
+        &self,
+        year: i32,
+        flat: &[usize],
+        rows: Rows,
+        options: &DecodeOptions,
+        block: &mut YearBlock,
+    ) -> Result<(), DecodeError> {
         let _span = tracing::debug_span!("decode_year", path = %self.path.display(), var = %self.info.name, year)
             .entered();
         let started = std::time::Instant::now();
         let (mut values, _) = std::mem::take(&mut block.values).into_raw_vec_and_offset();
         block.cells.clear();
         let mut kept = Vec::new();
-        let result = self.decode_year_raw(year, cells, options, &mut values, &mut kept);
+        let result = self.decode_year_raw(year, flat, rows, options, &mut values, &mut kept);
         let days = match result {
             Ok(days) => days,
             Err(e) => {
@@ -315,7 +354,8 @@ impl GridFile {
     fn decode_year_raw(
         &self,
         year: i32,
-        cells: &CellSelection,
+        flat: &[usize],
+        rows: Rows,
         options: &DecodeOptions,
         values: &mut Vec<f32>,
         kept: &mut Vec<usize>,
@@ -327,39 +367,14 @@ impl GridFile {
             options.allow_incomplete_year,
         )?;
         let days = calendar::real_days_in_year(year);
-        let flat: Vec<usize> = match cells {
-            CellSelection::AllData => (0..self.grid.len()).collect(),
-            CellSelection::Cells(list) => {
-                let mut flat = Vec::with_capacity(list.len());
-                for &c in list {
-                    if !self.grid.contains(c) {
-                        return Err(DecodeError::CellOutOfRange {
-                            path: self.path.clone(),
-                            lat: c.lat,
-                            lon: c.lon,
-                            nlat: self.grid.nlat(),
-                            nlon: self.grid.nlon(),
-                        });
-                    }
-                    flat.push(self.grid.flat(c));
-                }
-                flat.sort_unstable();
-                flat.dedup();
-                flat
-            }
-        };
         let rule = self.info.value_rule();
         let req = BlockRequest {
             var: &self.info.name,
             shape: self.info.shape,
-            cells: &flat,
+            cells: flat,
             steps: &steps,
             days,
             values: &rule,
-        };
-        let rows = match cells {
-            CellSelection::AllData => Rows::Valid,
-            CellSelection::Cells(_) => Rows::Requested,
         };
         self.read_block_into(&req, options.read_path, rows, values, kept)?;
         Ok(days)

@@ -64,7 +64,7 @@ pub use calendar::{Calendar, Date, TimeUnits, is_leap_year, real_days_in_year, s
 pub use error::DecodeError;
 pub use file::GridFile;
 pub use grid::{CellIndex, EARTH_RADIUS_KM, Grid, LonConvention, haversine_km};
-pub use locate::{LocationMatch, MatchReason};
+pub use locate::{LocationMatch, MatchReason, ONE_READ_MAX_CANDIDATES};
 pub use meta::{Dtype, NC_DEFAULT_FILL, VariableInfo};
 pub use options::{CellSelection, DecodeOptions, ReadPath};
 pub use series::YearBlock;

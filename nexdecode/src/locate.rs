@@ -5,7 +5,10 @@ use std::fmt;
 use crate::error::DecodeError;
 use crate::file::GridFile;
 use crate::grid::{CellIndex, Grid};
-use crate::options::{CellSelection, DecodeOptions};
+use ndarray::Array2;
+
+use crate::chunked::Rows;
+use crate::options::DecodeOptions;
 use crate::series::YearBlock;
 
 /// Where a location landed on the grid.
@@ -77,21 +80,6 @@ impl fmt::Display for MatchReason {
     }
 }
 
-/// Sorted flat indices of cells and whether each has data in the year.
-struct Known {
-    flat: Vec<usize>,
-    has_data: Vec<bool>,
-}
-
-impl Known {
-    fn get(&self, flat: usize) -> Option<bool> {
-        self.flat
-            .binary_search(&flat)
-            .ok()
-            .map(|i| self.has_data[i])
-    }
-}
-
 impl GridFile {
     /// Maps points `(lat, lon)` (degrees; any longitude convention) to data cells of `year`.
     ///
@@ -101,6 +89,9 @@ impl GridFile {
     /// within `options.data_radius_km` is used instead and `substituted` is set; when there is
     /// none, the point is returned unmatched (`cell: None`). Every point gets one entry, in order.
     ///
+    /// This reads the file as [`GridFile::locate_decode`] does; to decode the matched cells as
+    /// well, call that instead (it reads the file once, not twice).
+    ///
     /// # Errors
     /// The errors of [`GridFile::decode_year`] (the year must be complete).
     pub fn locate(
@@ -109,40 +100,116 @@ impl GridFile {
         points: &[(f64, f64)],
         options: &DecodeOptions,
     ) -> Result<Vec<LocationMatch>, DecodeError> {
+        self.locate_decode(year, points, options).map(|(m, _)| m)
+    }
+
+    /// [`GridFile::locate`] and the decode of the matched cells in one read of the file: the
+    /// matches, one per point in order, and the block of `year` with a row for each matched cell
+    /// (ascending, no duplicates) — the block [`GridFile::decode_year`] gives for
+    /// `CellSelection::Cells` of those cells, bit for bit.
+    ///
+    /// The one read covers each point's nearest cell and every cell within
+    /// `options.data_radius_km` of it (the candidates, in case the nearest cell has no data); it
+    /// keeps rows only for the cells with data. When the candidates of all points number more
+    /// than [`ONE_READ_MAX_CANDIDATES`], the nearest cells are read first and the candidates of
+    /// the points whose nearest cell has no data in a second read.
+    ///
+    /// # Errors
+    /// The errors of [`GridFile::decode_year`] (the year must be complete).
+    pub fn locate_decode(
+        &self,
+        year: i32,
+        points: &[(f64, f64)],
+        options: &DecodeOptions,
+    ) -> Result<(Vec<LocationMatch>, YearBlock), DecodeError> {
+        self.locate_decode_with(year, points, options, ONE_READ_MAX_CANDIDATES)
+    }
+
+    /// [`GridFile::locate_decode`] with the one-read limit as a parameter.
+    pub(crate) fn locate_decode_with(
+        &self,
+        year: i32,
+        points: &[(f64, f64)],
+        options: &DecodeOptions,
+        max_candidates: usize,
+    ) -> Result<(Vec<LocationMatch>, YearBlock), DecodeError> {
         let grid = self.grid();
         let nearest: Vec<Option<CellIndex>> = points
             .iter()
             .map(|&(la, lo)| grid.nearest_cell(la, lo))
             .collect();
-        let mut known =
-            self.has_data(year, nearest.iter().flatten().copied().collect(), options)?;
-
-        // Candidates for points whose nearest cell is empty or absent.
+        let radius = options.data_radius_km;
         let mut candidates: Vec<Vec<(CellIndex, f64)>> = vec![Vec::new(); points.len()];
-        let mut unknown = Vec::new();
-        for (i, (&(la, lo), near)) in points.iter().zip(&nearest).enumerate() {
-            let needs = match near {
-                Some(c) => known.get(grid.flat(*c)) != Some(true),
-                None => true,
-            };
-            if needs && options.data_radius_km > 0.0 {
-                candidates[i] = grid.cells_within(la, lo, options.data_radius_km);
+        let mut one_read = true;
+        if radius > 0.0 {
+            let mut total = 0;
+            for (c, &(la, lo)) in candidates.iter_mut().zip(points) {
+                *c = grid.cells_within(la, lo, radius);
+                total += c.len();
+                if total > max_candidates {
+                    one_read = false;
+                    break;
+                }
+            }
+        }
+        let flat_of = |cells: &mut dyn Iterator<Item = CellIndex>| {
+            let mut f: Vec<usize> = cells.map(|c| grid.flat(c)).collect();
+            f.sort_unstable();
+            f.dedup();
+            f
+        };
+        // Blocks read, each with its rows' flat cells, ascending; only rows with data count.
+        let mut blocks: Vec<(YearBlock, Vec<usize>)> = Vec::with_capacity(2);
+        if one_read {
+            let want = flat_of(
+                &mut nearest
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .chain(candidates.iter().flatten().map(|&(c, _)| c)),
+            );
+            let mut b = YearBlock::default();
+            self.decode_flat_into(year, &want, Rows::Valid, options, &mut b)?;
+            let f = flat_of(&mut b.cells.iter().copied());
+            blocks.push((b, f));
+        } else {
+            let want = flat_of(&mut nearest.iter().flatten().copied());
+            let mut b = YearBlock::default();
+            self.decode_flat_into(year, &want, Rows::Valid, options, &mut b)?;
+            let f = flat_of(&mut b.cells.iter().copied());
+            let near_has = |c: CellIndex| f.binary_search(&grid.flat(c)).is_ok();
+            let mut unknown = Vec::new();
+            for (i, (&(la, lo), near)) in points.iter().zip(&nearest).enumerate() {
+                if near.is_some_and(near_has) || radius <= 0.0 {
+                    candidates[i] = Vec::new();
+                    continue;
+                }
+                candidates[i] = grid.cells_within(la, lo, radius);
                 unknown.extend(
                     candidates[i]
                         .iter()
-                        .map(|(c, _)| *c)
-                        .filter(|c| known.get(grid.flat(*c)).is_none()),
+                        .map(|&(c, _)| grid.flat(c))
+                        .filter(|g| want.binary_search(g).is_err()),
                 );
             }
+            blocks.push((b, f));
+            if !unknown.is_empty() {
+                unknown.sort_unstable();
+                unknown.dedup();
+                let mut b = YearBlock::default();
+                self.decode_flat_into(year, &unknown, Rows::Valid, options, &mut b)?;
+                let f = flat_of(&mut b.cells.iter().copied());
+                blocks.push((b, f));
+            }
         }
-        if !unknown.is_empty() {
-            let more = self.has_data(year, unknown, options)?;
-            known = merge(known, more);
-        }
-
-        Ok(choose(grid, points, &nearest, &candidates, |c| {
-            known.get(grid.flat(c)) == Some(true)
-        }))
+        let has = |c: CellIndex| {
+            let g = grid.flat(c);
+            blocks.iter().any(|(_, f)| f.binary_search(&g).is_ok())
+        };
+        let matches = choose(grid, points, &nearest, &candidates, has);
+        let cells = flat_of(&mut matches.iter().filter_map(|m| m.cell));
+        let block = rows_of(blocks, &cells, grid, year);
+        Ok((matches, block))
     }
 
     /// Like [`GridFile::locate`], but takes the data cells from an already decoded block (e.g.
@@ -173,20 +240,40 @@ impl GridFile {
             .collect();
         choose(grid, points, &nearest, &candidates, has)
     }
+}
 
-    /// Decodes the cells for the year and records which hold at least one valid value.
-    fn has_data(
-        &self,
-        year: i32,
-        cells: Vec<CellIndex>,
-        options: &DecodeOptions,
-    ) -> Result<Known, DecodeError> {
-        let block = self.decode_year(year, &CellSelection::Cells(cells), options)?;
-        let has_data = (0..block.len())
-            .map(|i| block.series(i).iter().any(|v| !v.is_nan()))
-            .collect();
-        let flat = block.cells.iter().map(|&c| self.grid().flat(c)).collect();
-        Ok(Known { flat, has_data })
+/// The candidate cells of all points above which [`GridFile::locate_decode`] reads the file twice
+/// (the nearest cells first, then only the candidates it needs) instead of once: 262,144 cells,
+/// at most 383 MB of decoded rows for a 366-day year.
+pub const ONE_READ_MAX_CANDIDATES: usize = 1 << 18;
+
+/// A block with the rows of `cells` (ascending flat indices, each a row of one of `blocks`).
+fn rows_of(
+    mut blocks: Vec<(YearBlock, Vec<usize>)>,
+    cells: &[usize],
+    grid: &Grid,
+    year: i32,
+) -> YearBlock {
+    if blocks.len() == 1 && blocks[0].1 == cells {
+        return blocks.pop().expect("one block").0;
+    }
+    let first = &blocks[0].0;
+    let days = first.days();
+    let mut values = Vec::with_capacity(cells.len() * days);
+    for g in cells {
+        let (b, i) = blocks
+            .iter()
+            .find_map(|(b, f)| f.binary_search(g).ok().map(|i| (b, i)))
+            .expect("a matched cell has a row");
+        values.extend(b.series(i).iter());
+    }
+    YearBlock {
+        variable: first.variable.clone(),
+        units: first.units.clone(),
+        year,
+        calendar: first.calendar,
+        cells: cells.iter().map(|&g| grid.cell(g)).collect(),
+        values: Array2::from_shape_vec((cells.len(), days), values).expect("cells × days"),
     }
 }
 
@@ -246,21 +333,6 @@ fn choose(
             }
         })
         .collect()
-}
-
-fn merge(a: Known, b: Known) -> Known {
-    let mut pairs: Vec<(usize, bool)> = a
-        .flat
-        .into_iter()
-        .zip(a.has_data)
-        .chain(b.flat.into_iter().zip(b.has_data))
-        .collect();
-    pairs.sort_unstable_by_key(|p| p.0);
-    pairs.dedup_by_key(|p| p.0);
-    Known {
-        flat: pairs.iter().map(|p| p.0).collect(),
-        has_data: pairs.iter().map(|p| p.1).collect(),
-    }
 }
 
 #[cfg(test)]
@@ -342,6 +414,72 @@ mod tests {
         let m = place(&grid, &points[2..3], 1.0, has);
         assert_eq!(m[0].cell, None);
         assert_eq!(m[0].reason(), Some(MatchReason::NearestCellHasNoData));
+    }
+
+    #[test]
+    fn locate_decode_in_one_read_and_in_two_reads_agree_with_decode_year() {
+        use crate::options::{CellSelection, ReadPath};
+        let f = fixtures::set::committed()
+            .into_iter()
+            .find(|f| f.rel_path.starts_with("nex-gddp/tasmax"))
+            .expect("the NEX-GDDP tasmax fixture");
+        let spec = &f.spec;
+        let file = GridFile::open(f.path()).unwrap();
+        // Every cell centre nudged (land and ocean, some nearest cells without data), twice
+        // over (duplicate cells), and a point far outside the window.
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        for i in 0..spec.lat.len() {
+            for j in (0..spec.lon.len()).step_by(3) {
+                points.push((spec.lat[i] + 0.01, spec.lon[j] - 0.02));
+                points.push((spec.lat[i] - 0.01, spec.lon[j] + 0.02));
+            }
+        }
+        points.push((-40.0, 10.0));
+        let masked = points
+            .iter()
+            .filter_map(|&(la, lo)| file.grid().nearest_cell(la, lo))
+            .filter(|c| spec.is_masked(c.lat, c.lon))
+            .count();
+        assert!(masked > 0, "some nearest cells have no data");
+        for read_path in [ReadPath::Auto, ReadPath::Netcdf] {
+            let opts = DecodeOptions {
+                data_radius_km: 60.0,
+                read_path,
+                ..DecodeOptions::default()
+            };
+            let (m1, b1) = file
+                .locate_decode_with(2008, &points, &opts, usize::MAX)
+                .unwrap();
+            let (m2, b2) = file.locate_decode_with(2008, &points, &opts, 0).unwrap();
+            let key = |m: &LocationMatch| {
+                (
+                    m.cell,
+                    m.nearest,
+                    m.substituted,
+                    m.distance_km.to_bits(),
+                    m.outside_km,
+                )
+            };
+            assert!(m1.iter().map(key).eq(m2.iter().map(key)));
+            assert!(m1.iter().any(|m| m.substituted), "a substitute was found");
+            let mut cells: Vec<CellIndex> = m1.iter().filter_map(|m| m.cell).collect();
+            cells.sort_unstable();
+            cells.dedup();
+            let want = file
+                .decode_year(2008, &CellSelection::Cells(cells.clone()), &opts)
+                .unwrap();
+            for b in [&b1, &b2] {
+                assert_eq!(b.cells, cells);
+                assert_eq!(
+                    (&b.variable, &b.units, b.year, b.calendar),
+                    (&want.variable, &want.units, want.year, want.calendar)
+                );
+                assert_eq!(b.values.dim(), want.values.dim());
+                let bits =
+                    |v: &ndarray::Array2<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&b.values), bits(&want.values), "{read_path:?}");
+            }
+        }
     }
 
     #[test]

@@ -192,26 +192,33 @@ fn decode_one(
     let f = GridFile::open_variable(path, var).map_err(|e| decode_err(label, e))?;
     let grid = f.grid().clone();
     let mut matches = None;
+    let mut located = None;
     let sel = match (selection, plan) {
         (Some(s), _) => s,
         (None, Some(CellPlan::All)) | (None, None) => CellSelection::AllData,
         (None, Some(CellPlan::Points(pts))) => {
-            let m = f
-                .locate(year, &pts.coords, opts)
+            // One read of the file locates the points and decodes their cells.
+            let (m, block) = f
+                .locate_decode(year, &pts.coords, opts)
                 .map_err(|e| decode_err(label, e))?;
             let mut cells: Vec<CellIndex> = m.iter().filter_map(|m| m.cell).collect();
             cells.sort_unstable();
             cells.dedup();
+            debug_assert_eq!(cells, block.cells);
             matches = Some(m);
+            located = Some(block);
             CellSelection::Cells(cells)
         }
         (None, Some(CellPlan::Polygons(polys))) => {
             CellSelection::Cells(plan::boundary_cells(&grid, &polys))
         }
     };
-    let mut block = f
-        .decode_year(year, &sel, opts)
-        .map_err(|e| decode_err(label, e))?;
+    let mut block = match located {
+        Some(b) => b,
+        None => f
+            .decode_year(year, &sel, opts)
+            .map_err(|e| decode_err(label, e))?,
+    };
     shrink_block(&mut block);
     // Later variables decode the same selection: every data cell of their own (rows are the
     // union, NULL arrays where a variable has no data), or the cells the first one resolved.
