@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use fixtures::{Calendar, GridSpec, Mask};
+use fixtures::{Calendar, GridSpec, Mask, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -67,30 +67,22 @@ pub enum BenchGrid {
 
 impl BenchGrid {
     fn spec(self, var: &str, model: &str) -> GridSpec {
-        match self {
-            BenchGrid::Full => GridSpec::nex_gddp_cmip6_full_grid(
-                var,
-                SCENARIO,
-                model,
-                MEMBER,
-                YEAR,
-                Calendar::Standard,
-            ),
-            BenchGrid::Test => {
-                let mut s = GridSpec::nex_gddp_cmip6(
-                    var,
-                    SCENARIO,
-                    model,
-                    MEMBER,
-                    YEAR,
-                    Calendar::Standard,
-                    (35.0, 40.0),
-                    (-100.0, -95.0),
-                );
-                s.mask = Mask::None;
-                s
-            }
+        let mut s = GridSpec::nex_gddp_cmip6_full_grid(
+            var,
+            SCENARIO,
+            model,
+            MEMBER,
+            YEAR,
+            Calendar::Standard,
+        );
+        if self == BenchGrid::Test {
+            // The grid's south-west corner, every cell with data.
+            s.lat.truncate(20);
+            s.lon.truncate(20);
+            s.storage = Storage::cmip6(s.lat.len(), s.lon.len());
+            s.mask = Mask::None;
         }
+        s
     }
 }
 
@@ -122,20 +114,7 @@ impl BenchConfig {
     pub fn from_args(g: &GlobalArgs, a: &BenchArgs) -> anyhow::Result<Self> {
         let db = DbConfig::from_args(g)?;
         let pipeline = PipelineConfig::from_args(&a.pipeline)?;
-        let cells = if a.cells.trim().eq_ignore_ascii_case("all") {
-            None
-        } else {
-            Some(
-                a.cells
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .with_context(|| {
-                        format!("--cells {:?}: `all` or a positive number", a.cells)
-                    })?,
-            )
-        };
+        let cells = super::doctor::parse_cells(&a.cells)?;
         let models = DATASET.models().len();
         if !(1..=models).contains(&a.jobs) {
             bail!(
@@ -202,6 +181,9 @@ pub struct BenchReport {
     pub cells_per_job: u64,
     /// Jobs run at once.
     pub concurrent_jobs: usize,
+    /// Jobs whose decoded grids fit in `--memory-budget-mb` at once (fewer than
+    /// `concurrent_jobs`: the others waited for memory, as in `run`).
+    pub memory_budget_jobs: usize,
     /// Seconds spent generating files now (0 when all were cached).
     pub generate_seconds: f64,
     /// The generated files.
@@ -328,6 +310,7 @@ pub async fn run(
             .map_or_else(|| "all".to_owned(), |n| n.to_string()),
         cells_per_job: m.jobs.first().map_or(0, |j| j.rows),
         concurrent_jobs: cfg.jobs,
+        memory_budget_jobs: m.budget_jobs,
         generate_seconds,
         files: files.values().cloned().collect(),
         rows,
@@ -577,6 +560,7 @@ fn points_geojson(cells: &[(f64, f64)], n: usize) -> String {
 /// What the jobs did, before it becomes a report.
 struct Measured {
     jobs: Vec<JobFigures>,
+    budget_jobs: usize,
     wall_seconds: f64,
     map_cell_rows: i64,
     table_bytes: i64,
@@ -677,6 +661,11 @@ async fn measure(
     // As `run`: each job takes its share of the memory budget before decoding.
     let budget_mb = (cfg.pipeline.memory_budget >> 20).clamp(1, u64::from(u32::MAX)) as u32;
     let budget = Semaphore::new(budget_mb as usize);
+    let need_mb =
+        |spec: &JobSpec| (estimate_bytes(spec) >> 20).clamp(1, u64::from(budget_mb)) as u32;
+    let budget_jobs = planned
+        .first()
+        .map_or(0, |(spec, ..)| (budget_mb / need_mb(spec)) as usize);
     let expected_rows = planned.len() as u64
         * cfg
             .cells
@@ -712,10 +701,9 @@ async fn measure(
                 job: k,
                 jobs: cfg.jobs,
             });
-            let (pl, inputs, budget) = (&pl, &inputs, &budget);
+            let (pl, inputs, budget, need_mb) = (&pl, &inputs, &budget, &need_mb);
             async move {
-                let need = (estimate_bytes(spec) >> 20).clamp(1, u64::from(budget_mb)) as u32;
-                let _permit = budget.acquire_many(need).await?;
+                let _permit = budget.acquire_many(need_mb(spec)).await?;
                 pl.begin_attempt(prepared).await?;
                 let attempt = Attempt {
                     observer: Some(observer),
@@ -759,6 +747,7 @@ async fn measure(
         .await?;
     Ok(Measured {
         jobs,
+        budget_jobs,
         wall_seconds,
         table_bytes: r.get(0),
         map_cell_rows: r.get(1),
@@ -917,6 +906,16 @@ impl BenchReport {
             mb(self.wal_bytes_per_job),
             self.wal_bytes_per_row
         );
+        if self.memory_budget_jobs < self.concurrent_jobs {
+            let _ = writeln!(
+                o,
+                "note: --memory-budget-mb let only {} of the {} jobs hold their decoded grids at \
+                 once (a whole-grid job of three variables needs ~3.8 GB), so the others waited, \
+                 as in `run`: raise it (NEXINGEST_MEMORY_BUDGET_MB) to measure them all at once",
+                self.memory_budget_jobs.max(1),
+                self.concurrent_jobs
+            );
+        }
         if self.map_cell_rows > 0 {
             let _ = writeln!(
                 o,

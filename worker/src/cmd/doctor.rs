@@ -177,6 +177,22 @@ pub struct DoctorConfig {
     pub variables: usize,
 }
 
+/// A `--cells` value: `all` (`None`) or a positive number of cells.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_cells(v: &str) -> anyhow::Result<Option<u64>> {
+    if v.trim().eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|c| *c > 0)
+        .map(Some)
+        .with_context(|| format!("--cells {v:?}: `all` or a positive number"))
+}
+
 impl DoctorConfig {
     /// From flags.
     ///
@@ -189,18 +205,7 @@ impl DoctorConfig {
         if !(1..=64).contains(&a.worker_jobs) {
             bail!("--worker-jobs must be 1..=64");
         }
-        let cells = if a.cells.trim().eq_ignore_ascii_case("all") {
-            None
-        } else {
-            Some(
-                a.cells
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .context("--cells: `all` or a positive number")?,
-            )
-        };
+        let cells = parse_cells(&a.cells)?;
         let dataset = a
             .dataset
             .as_deref()
