@@ -232,6 +232,16 @@ pub enum Command {
     /// models). Each (dataset, period) replaces its earlier results in one transaction; then
     /// the tables are analyzed. Run it after a load.
     DeriveHistoric(DeriveHistoricArgs),
+
+    /// Size a load by trying it: generate a full-size job (tasmin, tasmax and pr of one
+    /// NEX-GDDP-CMIP6 year, 365 × 600 × 1440, with the fixture generator; cached in
+    /// `--work-dir`), load it through the real job pipeline (as `ingest` does) into a scratch
+    /// schema made for the run and dropped after it, and report the job time, rows/s, MB/s
+    /// of the binary COPY stream, bytes per row on disk and WAL bytes per job. The result
+    /// is kept in the main schema's `bench_result` table (when it is migrated), where `doctor`
+    /// takes it for its size and time estimates. Needs a role that may create schemas in the
+    /// database; no AWS.
+    Bench(BenchArgs),
 }
 
 /// Which data sources (`jobs`, `requeue`).
@@ -379,6 +389,38 @@ pub struct DoctorArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Pipeline tuning, as for `run`: `--work-dir` holds the generated files (about 600 MB
+    /// for the whole grid, kept for the next run), `--memory-budget-mb` limits how many jobs
+    /// decode at once, `--max-db-loads` how many COPYs run at once.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Data cells each job loads: `all` (the whole grid's 383,727 data cells: one job as
+    /// production runs it) or a number N for a quick try (N data cells spread evenly over
+    /// the grid, loaded as GeoJSON points; the files are still generated in full).
+    #[arg(long, default_value = "all")]
+    pub cells: String,
+    /// Jobs to run at once, the way `run --jobs K` runs them (one pipeline, one connection
+    /// pool, the memory budget): the same files under K model names. Rows/s is then the
+    /// aggregate over the K jobs.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Do not record the result in the main schema's `bench_result` table (for `doctor`).
+    #[arg(long)]
+    pub no_save: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars (logs only).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Test only: a 365 × 20 × 20 grid instead of the full one (fast to generate).
+    #[arg(long, hide = true)]
+    pub test_grid: bool,
 }
 
 /// `finalize` flags.

@@ -102,8 +102,10 @@ pub struct Size {
     pub climate_data_year_rows: f64,
     /// Bytes per row used for the plan.
     pub bytes_per_row: u64,
-    /// `measured` or `model`.
+    /// `measured` (this table), `bench` (the latest `nexingest bench`) or `model`.
     pub bytes_per_row_from: &'static str,
+    /// The latest `nexingest bench` result recorded in this schema.
+    pub bench: Option<BenchFigures>,
     /// Planned jobs.
     pub jobs: Option<u64>,
     /// Cells per planned job.
@@ -112,6 +114,37 @@ pub struct Size {
     pub cells_from: Option<String>,
     /// Bytes the planned load adds.
     pub planned_bytes: Option<u64>,
+    /// Seconds the planned load's rows take at the bench's aggregate rate.
+    pub planned_seconds: Option<f64>,
+    /// WAL the planned load writes at the bench's WAL bytes per row.
+    pub planned_wal_bytes: Option<u64>,
+}
+
+/// The latest `nexingest bench` result (`bench_result`), as `doctor` uses it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchFigures {
+    /// When it ran.
+    pub measured_at: String,
+    /// Data cells per bench job.
+    pub cells_per_job: i64,
+    /// Bench jobs run at once.
+    pub concurrent_jobs: i32,
+    /// Rows the bench loaded.
+    pub rows: i64,
+    /// Aggregate rows per second.
+    pub rows_per_second: f64,
+    /// Bytes per row on disk.
+    pub bytes_per_row: f64,
+    /// WAL bytes per row.
+    pub wal_bytes_per_row: f64,
+}
+
+impl BenchFigures {
+    /// Whether it loaded enough rows for its bytes per row to mean anything (the fixed page
+    /// and index overheads of a small table dominate below [`MIN_MEASURED_ROWS`]).
+    pub fn big_enough(&self) -> bool {
+        self.rows as f64 >= MIN_MEASURED_ROWS
+    }
 }
 
 /// What `doctor` found.
@@ -144,6 +177,22 @@ pub struct DoctorConfig {
     pub variables: usize,
 }
 
+/// A `--cells` value: `all` (`None`) or a positive number of cells.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_cells(v: &str) -> anyhow::Result<Option<u64>> {
+    if v.trim().eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|c| *c > 0)
+        .map(Some)
+        .with_context(|| format!("--cells {v:?}: `all` or a positive number"))
+}
+
 impl DoctorConfig {
     /// From flags.
     ///
@@ -156,18 +205,7 @@ impl DoctorConfig {
         if !(1..=64).contains(&a.worker_jobs) {
             bail!("--worker-jobs must be 1..=64");
         }
-        let cells = if a.cells.trim().eq_ignore_ascii_case("all") {
-            None
-        } else {
-            Some(
-                a.cells
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .context("--cells: `all` or a positive number")?,
-            )
-        };
+        let cells = parse_cells(&a.cells)?;
         let dataset = a
             .dataset
             .as_deref()
@@ -726,6 +764,12 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
         size.bytes_per_row_from
     );
     let mut detail = "pass --jobs N --cells all|K (--dataset) for the size a load adds".to_owned();
+    if size.bytes_per_row_from == "model" {
+        detail.push_str(
+            "; bytes per row from the model: run `nexingest bench` against this database to \
+             measure them",
+        );
+    }
     if let (Some(j), Some(cells), Some(b)) = (size.jobs, size.cells_per_job, size.planned_bytes) {
         let _ = write!(value, "; the planned load adds {}", gib(b as f64));
         detail = format!(
@@ -742,6 +786,7 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
         value,
         detail,
     });
+    checks.push(load_time_check(&size));
 
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     Ok(DoctorReport {
@@ -777,10 +822,11 @@ async fn size(
     } else {
         (0, 0.0)
     };
-    let (bytes_per_row, from) = if rows >= MIN_MEASURED_ROWS {
-        ((cdy_bytes as f64 / rows).round() as u64, "measured")
-    } else {
-        (modelled_row_bytes(cfg.variables), "model")
+    let bench = latest_bench(c, dbc).await?;
+    let (bytes_per_row, from) = match &bench {
+        _ if rows >= MIN_MEASURED_ROWS => ((cdy_bytes as f64 / rows).round() as u64, "measured"),
+        Some(b) if b.big_enough() => (b.bytes_per_row.round() as u64, "bench"),
+        _ => (modelled_row_bytes(cfg.variables), "model"),
     };
     let (cells, cells_from) = match (cfg.cells, cfg.dataset) {
         (Some(k), _) => (Some(k), Some("given".to_owned())),
@@ -819,8 +865,17 @@ async fn size(
         }
         (None, None) => (None, None),
     };
-    let planned = match (cfg.jobs, cells) {
-        (Some(j), Some(k)) => Some(j.saturating_mul(k).saturating_mul(bytes_per_row)),
+    let planned_rows = match (cfg.jobs, cells) {
+        (Some(j), Some(k)) => Some(j.saturating_mul(k)),
+        _ => None,
+    };
+    let planned = planned_rows.map(|r| r.saturating_mul(bytes_per_row));
+    let planned_seconds = match (&bench, planned_rows) {
+        (Some(b), Some(r)) if b.rows_per_second > 0.0 => Some(r as f64 / b.rows_per_second),
+        _ => None,
+    };
+    let planned_wal_bytes = match (&bench, planned_rows) {
+        (Some(b), Some(r)) => Some((r as f64 * b.wal_bytes_per_row) as u64),
         _ => None,
     };
     Ok(Size {
@@ -833,7 +888,107 @@ async fn size(
         cells_per_job: cfg.jobs.and(cells),
         cells_from: cfg.jobs.and(cells_from),
         planned_bytes: planned,
+        planned_seconds,
+        planned_wal_bytes,
+        bench,
     })
+}
+
+/// The latest row of `bench_result`, when the schema has that table.
+async fn latest_bench(
+    c: &impl GenericClient,
+    dbc: &DbConfig,
+) -> anyhow::Result<Option<BenchFigures>> {
+    let table = dbc.schema.table("bench_result");
+    let exists: bool = c
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT to_char(measured_at, 'YYYY-MM-DD HH24:MI TZ'), cells_per_job,
+                        concurrent_jobs, rows_loaded, rows_per_second, bytes_per_row,
+                        wal_bytes_per_row
+                 FROM {table} ORDER BY measured_at DESC, id DESC LIMIT 1"
+            ),
+            &[],
+        )
+        .await
+        .with_context(|| format!("reading {table}"))?;
+    Ok(row.map(|r| BenchFigures {
+        measured_at: r.get(0),
+        cells_per_job: r.get(1),
+        concurrent_jobs: r.get(2),
+        rows: r.get(3),
+        rows_per_second: r.get(4),
+        bytes_per_row: r.get(5),
+        wal_bytes_per_row: r.get(6),
+    }))
+}
+
+fn hours(secs: f64) -> String {
+    if secs >= 2.0 * 3600.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.0} min", (secs / 60.0).ceil())
+    }
+}
+
+/// The load-time estimate, from the latest bench.
+fn load_time_check(size: &Size) -> Check {
+    let Some(b) = &size.bench else {
+        return Check {
+            name: "load time",
+            status: Status::Info,
+            value: "unknown: no `nexingest bench` result in this schema".into(),
+            detail: "run `nexingest bench --jobs K` against this database (K = the load's \
+                     --max-db-loads) for a time estimate and measured bytes per row"
+                .into(),
+        };
+    };
+    let figures = format!(
+        "bench of {}: {} job{} of {} cells at once, {:.0} rows/s, {:.0} B/row on disk, {:.0} \
+         WAL B/row",
+        b.measured_at,
+        b.concurrent_jobs,
+        if b.concurrent_jobs == 1 { "" } else { "s" },
+        b.cells_per_job,
+        b.rows_per_second,
+        b.bytes_per_row,
+        b.wal_bytes_per_row
+    );
+    let mut detail = format!(
+        "the database's rate with {} COPY{} at once; with more (workers × --worker-jobs, or \
+         --max-db-loads) it is faster only until the database's CPU or disk is the limit: \
+         bench with --jobs = the load's --max-db-loads",
+        b.concurrent_jobs,
+        if b.concurrent_jobs == 1 { "" } else { "s" }
+    );
+    if !b.big_enough() {
+        let _ = write!(
+            detail,
+            "; only {} rows: a quick try, not figures to size with (bench with --cells all)",
+            b.rows
+        );
+    }
+    let value = match (size.planned_seconds, size.planned_wal_bytes) {
+        (Some(s), Some(w)) => format!(
+            "the planned load takes ~{} of COPY and writes ~{} of WAL; {figures}",
+            hours(s),
+            gib(w as f64)
+        ),
+        _ => format!("{figures}; pass --jobs N --cells … for the load's time"),
+    };
+    Check {
+        name: "load time",
+        status: Status::Info,
+        value,
+        detail,
+    }
 }
 
 impl DoctorReport {

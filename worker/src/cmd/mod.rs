@@ -7,6 +7,7 @@ use anyhow::Context;
 use crate::cli::{Cli, Command, PlotKind};
 use crate::config::{AwsConfig, DbConfig, PipelineConfig, RunConfig};
 
+pub mod bench;
 pub mod derive_historic;
 pub mod doctor;
 pub mod enqueue;
@@ -125,6 +126,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Bench(a) => {
+            let cfg = bench::BenchConfig::from_args(g, a)?;
+            let report = bench::run(&cfg, shutdown_signal()).await?;
+            print!("{}", report.render(a.json));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Finalize(a) => {
             let db = DbConfig::from_args(g)?;

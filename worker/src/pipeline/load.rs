@@ -245,6 +245,7 @@ impl Pipeline {
         attempt.emit(Event::Loading(order.len() as u64));
 
         let mut copied = 0;
+        let mut copy_bytes = 0;
         if let Some(rows) = rows
             && !order.is_empty()
         {
@@ -267,6 +268,7 @@ impl Pipeline {
                 .await
                 .map_err(load_err)?;
             copied = stats.rows_copied;
+            copy_bytes = stats.bytes_sent;
             debug!(
                 phase = "copy",
                 rows = stats.rows_copied,
@@ -405,6 +407,7 @@ impl Pipeline {
             rows_updated: n_upd,
             cells_skipped: skipped,
             bytes: d.bytes,
+            copy_bytes,
             download_ms: d.download_ms,
             decode_ms: d.decode_ms,
             load_ms: t.elapsed().as_millis() as u64,

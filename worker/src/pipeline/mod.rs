@@ -177,6 +177,8 @@ pub struct Loaded {
     pub cells_skipped: u64,
     /// Bytes fetched from S3 (0 for local files and files reused from an earlier attempt).
     pub bytes: u64,
+    /// Bytes of the binary COPY stream sent to the server.
+    pub copy_bytes: u64,
     /// Wall time in downloads (overlapping decode).
     pub download_ms: u64,
     /// Wall time in decode.

@@ -1,0 +1,307 @@
+//! `nexingest bench` against the local cluster, through the binary: a quick `--cells 50` run
+//! on the hidden small test grid (365 × 20 × 20, generated in a moment even in a debug
+//! build) loads through the real pipeline into a scratch schema that is gone afterwards,
+//! leaves the main schema's tables alone, records its result, and `doctor` estimates from it;
+//! `--jobs 2` runs two jobs at once; errors name the thing and the fix. Timing is reported,
+//! never asserted.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{env, unique};
+use worker::config::{DbConfig, Schema};
+
+fn nexingest(db_url: &str, schema: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nexingest"))
+        .args(["--database-url", db_url, "--schema", schema])
+        .args(args)
+        .env_remove("NEXINGEST_WORK_DIR")
+        .output()
+        .expect("run nexingest")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+const MAIN_TABLES: [&str; 6] = [
+    "data_source",
+    "climate_data_year",
+    "map_cell",
+    "location",
+    "location_cell",
+    "job_ledger",
+];
+
+async fn counts(pg: &tokio_postgres::Client, schema: &str) -> Vec<i64> {
+    let mut v = Vec::new();
+    for t in MAIN_TABLES {
+        v.push(
+            pg.query_one(&format!("SELECT count(*) FROM \"{schema}\".\"{t}\""), &[])
+                .await
+                .unwrap()
+                .get(0),
+        );
+    }
+    v
+}
+
+async fn schema_exists(pg: &tokio_postgres::Client, name: &str) -> bool {
+    pg.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_in_a_scratch_schema_and_doctor_uses_it() {
+    let Some(env) = env() else { return };
+    let schema = format!("t_{}", unique("bench").replace('-', "_"));
+    let db = DbConfig {
+        url: env.db_url.clone(),
+        schema: Schema::new(&schema).unwrap(),
+    };
+    worker::cmd::migrate::run(&db).await.expect("migrate");
+    let pg = worker::db::connect(&env.db_url).await.expect("connect");
+    let before = counts(&pg, &schema).await;
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = work.path().to_str().unwrap();
+
+    // Before any bench, doctor says how to get a time estimate.
+    let d = json_of(&nexingest(&env.db_url, &schema, &["doctor", "--json"]));
+    let check = |d: &serde_json::Value, name: &str| {
+        d["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {d:#}"))
+            .clone()
+    };
+    assert!(
+        check(&d, "load time")["value"]
+            .as_str()
+            .unwrap()
+            .contains("no `nexingest bench` result"),
+        "{d:#}"
+    );
+
+    let args = [
+        "bench",
+        "--test-grid",
+        "--cells",
+        "50",
+        "--work-dir",
+        work_dir,
+        "--no-progress",
+        "--json",
+    ];
+    let r = json_of(&nexingest(&env.db_url, &schema, &args));
+    eprintln!("bench --cells 50: {r:#}");
+    for field in [
+        "rows",
+        "wall_seconds",
+        "rows_per_second",
+        "copy_mb_per_second",
+        "bytes_per_row",
+        "wal_bytes",
+        "wal_bytes_per_job",
+        "table_bytes",
+        "jobs",
+        "settings",
+        "scratch_schema",
+    ] {
+        assert!(!r[field].is_null(), "{field} missing: {r:#}");
+    }
+    assert_eq!(r["rows"], 50, "one row per cell-year: {r:#}");
+    assert_eq!(r["cells_per_job"], 50);
+    assert_eq!(r["concurrent_jobs"], 1);
+    assert_eq!(r["jobs"][0]["rows"], 50);
+    assert!(r["bytes_per_row"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["wal_bytes"].as_i64().unwrap() > 0, "{r:#}");
+    assert!(
+        r["copy_bytes"].as_u64().unwrap() > 50 * 3 * 365 * 4,
+        "{r:#}"
+    );
+    assert_eq!(r["scratch_dropped"], true);
+    let scratch = r["scratch_schema"].as_str().unwrap();
+    assert!(scratch.starts_with("nexingest_bench_"), "{scratch}");
+    assert!(!schema_exists(&pg, scratch).await, "{scratch} left behind");
+    assert_eq!(counts(&pg, &schema).await, before, "main schema changed");
+    let recorded: i64 = pg
+        .query_one(
+            &format!("SELECT rows_loaded FROM \"{schema}\".bench_result"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 50);
+
+    // The files are cached (by name, in the work dir) and the next run reuses them; two jobs
+    // at once, every cell of the grid.
+    let names: Vec<String> = std::fs::read_dir(work.path().join("nexingest-bench/test-365x20x20"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".nc")), "{names:?}");
+    let r2 = json_of(&nexingest(
+        &env.db_url,
+        &schema,
+        &[
+            "bench",
+            "--test-grid",
+            "--jobs",
+            "2",
+            "--work-dir",
+            work_dir,
+            "--no-progress",
+            "--json",
+        ],
+    ));
+    assert_eq!(r2["generate_seconds"], 0.0, "{r2:#}");
+    assert_eq!(r2["rows"], 2 * 400, "{r2:#}");
+    assert_eq!(r2["jobs"].as_array().unwrap().len(), 2);
+    assert!(!schema_exists(&pg, r2["scratch_schema"].as_str().unwrap()).await);
+
+    // Human-readable output.
+    let out = nexingest(
+        &env.db_url,
+        &schema,
+        &[
+            "bench",
+            "--test-grid",
+            "--cells",
+            "10",
+            "--work-dir",
+            work_dir,
+            "--no-progress",
+            "--no-save",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in ["rows/s", "bytes per row", "WAL", "dropped", "--no-save"] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("password"), "{text}");
+
+    // doctor takes the latest recorded bench (two jobs, 800 rows) for its estimate.
+    let d = json_of(&nexingest(
+        &env.db_url,
+        &schema,
+        &["doctor", "--json", "--jobs", "100", "--cells", "1000"],
+    ));
+    let b = &d["size"]["bench"];
+    assert_eq!(b["rows"], 800, "{d:#}");
+    assert_eq!(b["concurrent_jobs"], 2, "{d:#}");
+    let secs = d["size"]["planned_seconds"].as_f64().unwrap();
+    let rps = r2["rows_per_second"].as_f64().unwrap();
+    assert!(
+        (secs - 100_000.0 / rps).abs() < 1e-6 * secs.max(1.0),
+        "{d:#}"
+    );
+    assert!(d["size"]["planned_wal_bytes"].as_u64().unwrap() > 0);
+    // 800 rows are too few for its bytes per row: the model stays.
+    assert_eq!(d["size"]["bytes_per_row_from"], "model", "{d:#}");
+    let lt = check(&d, "load time");
+    assert!(lt["value"].as_str().unwrap().contains("rows/s"), "{lt:#}");
+    assert!(
+        lt["detail"].as_str().unwrap().contains("quick try"),
+        "{lt:#}"
+    );
+    let text = String::from_utf8_lossy(
+        &nexingest(
+            &env.db_url,
+            &schema,
+            &["doctor", "--jobs", "100", "--cells", "1000"],
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains("load time") && text.contains("planned load takes"),
+        "{text}"
+    );
+
+    let _ = pg
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_errors_name_the_thing_and_the_fix() {
+    let Some(env) = env() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let wd = work.path().to_str().unwrap();
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // No server there (a password in the URL is never printed).
+    let o = nexingest(
+        "postgres://someone:s3cret-pw@127.0.0.1:9/nexingest?sslmode=disable",
+        "nexingest",
+        &["bench", "--test-grid", "--work-dir", wd, "--no-progress"],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("cannot connect to the database"), "{e}");
+    assert!(e.contains("--database-url"), "{e}");
+    assert!(!e.contains("s3cret-pw"), "{e}");
+
+    // A bad URL and bad flags.
+    let o = nexingest("mysql://x", "nexingest", &["bench", "--work-dir", wd]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("URL"), "{}", stderr(&o));
+    let o = nexingest(&env.db_url, "nexingest", &["bench", "--cells", "lots"]);
+    assert!(stderr(&o).contains("--cells"), "{}", stderr(&o));
+    let o = nexingest(&env.db_url, "nexingest", &["bench", "--jobs", "0"]);
+    assert!(stderr(&o).contains("--jobs"), "{}", stderr(&o));
+
+    // A role without CREATE on the database.
+    let pg = worker::db::connect(&env.db_url).await.expect("connect");
+    let role = format!("t_{}", unique("nocreate").replace('-', "_"));
+    pg.batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN"))
+        .await
+        .unwrap();
+    let url = env
+        .db_url
+        .replacen("://nexingest@", &format!("://{role}@"), 1);
+    assert_ne!(url, env.db_url, "test URL shape changed: {}", env.db_url);
+    let o = nexingest(
+        &url,
+        "nexingest",
+        &["bench", "--test-grid", "--work-dir", wd, "--no-progress"],
+    );
+    let e = stderr(&o);
+    let _ = pg.batch_execute(&format!("DROP ROLE \"{role}\"")).await;
+    assert!(!o.status.success());
+    assert!(e.contains("may not create schemas"), "{e}");
+    assert!(e.contains("GRANT CREATE ON DATABASE"), "{e}");
+
+    // A work dir that cannot be created.
+    let o = nexingest(
+        &env.db_url,
+        "nexingest",
+        &[
+            "bench",
+            "--test-grid",
+            "--work-dir",
+            "/proc/nexingest-no",
+            "--no-progress",
+        ],
+    );
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("--work-dir"), "{e}");
+}
