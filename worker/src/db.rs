@@ -37,6 +37,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "heartbeat",
         sql: include_str!("../migrations/0004_heartbeat.sql"),
     },
+    Migration {
+        version: 5,
+        name: "column_storage",
+        sql: include_str!("../migrations/0005_column_storage.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -434,10 +434,11 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
                 format!("compressed: {}", bad.join(", "))
             },
             detail: if bad.is_empty() {
-                "arrays are stored out of line without pglz".into()
+                "arrays are stored without pglz (migration 5: pr lz4, the rest EXTERNAL)".into()
             } else {
                 "pglz compression of float arrays costs ~45% of COPY time and saves little: \
-                 ALTER TABLE climate_data_year ALTER COLUMN … SET STORAGE EXTERNAL"
+                 ALTER TABLE climate_data_year ALTER COLUMN … SET STORAGE EXTERNAL \
+                 (pr: SET STORAGE EXTENDED, SET COMPRESSION lz4)"
                     .into()
             },
         });
@@ -446,7 +447,7 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
             name: "array storage",
             status: Status::Info,
             value: "no climate_data_year yet".into(),
-            detail: "`nexingest migrate` creates it with EXTERNAL storage".into(),
+            detail: "`nexingest migrate` creates it with EXTERNAL storage (pr: lz4)".into(),
         });
     }
 
