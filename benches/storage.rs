@@ -21,10 +21,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use nexdecode::{CellSelection, DecodeOptions, GridFile};
-use nexingest_benches::{Db, bench_data_dir, env_or, median};
+use nexingest_benches::{Db, E2E_VARS as VARS, bench_data_dir, e2e_job_files, env_or, median};
 use pgcopy::{ColumnType, Columns, CopyBuffer, Validity};
 
-const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
 const YEAR: i32 = 2015;
 const SCHEMA: &str = "nexingest_storage_bench";
 const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";
@@ -44,7 +43,9 @@ impl Choice {
         match self {
             Choice::External => format!("ALTER COLUMN {col} SET STORAGE EXTERNAL"),
             Choice::Lz4 => {
-                format!("ALTER COLUMN {col} SET STORAGE EXTENDED, ALTER COLUMN {col} SET COMPRESSION lz4")
+                format!(
+                    "ALTER COLUMN {col} SET STORAGE EXTENDED, ALTER COLUMN {col} SET COMPRESSION lz4"
+                )
             }
         }
     }
@@ -71,32 +72,6 @@ const LAYOUTS: [(&str, Layout); 4] = [
     ),
     ("all lz4", [Choice::Lz4; 3]),
 ];
-
-/// The end-to-end benchmark's three files (same specs, so the same cached files).
-fn input_files() -> Vec<PathBuf> {
-    let dir = bench_data_dir();
-    std::fs::create_dir_all(&dir).expect("create target/bench-data");
-    VARS.iter()
-        .map(|var| {
-            let spec = fixtures::GridSpec::nex_gddp_cmip6_full_grid(
-                var,
-                "ssp585",
-                "ACCESS-CM2",
-                "r1i1p1f1",
-                YEAR,
-                fixtures::Calendar::Standard,
-            );
-            let path = dir.join(spec.file_name());
-            if !path.exists() {
-                eprintln!("generating {} (once) ...", path.display());
-                let tmp = dir.join(format!(".{}.{}", spec.file_name(), std::process::id()));
-                fixtures::write_grid(&tmp, &spec).expect("write a full-size grid");
-                std::fs::rename(&tmp, &path).expect("rename the grid");
-            }
-            path
-        })
-        .collect()
-}
 
 /// Decodes the files, keeps every `step`th data cell, writes the binary COPY stream to `out`.
 /// Returns the number of rows.
@@ -165,11 +140,7 @@ struct Sample {
 }
 
 fn create(db: &Db, layout: &Layout) {
-    let alters: Vec<String> = VARS
-        .iter()
-        .zip(layout)
-        .map(|(v, c)| c.sql(v))
-        .collect();
+    let alters: Vec<String> = VARS.iter().zip(layout).map(|(v, c)| c.sql(v)).collect();
     // climate_data_year's shape (0001_schema.sql): bigint keys, primary key, map_cell index.
     db.sql(&format!(
         "DROP TABLE IF EXISTS {SCHEMA}.cdy; \
@@ -228,10 +199,13 @@ fn main() {
     let lz4 = db.sql(
         "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
     );
-    assert_eq!(lz4, "t", "this server has no lz4 (PostgreSQL ≥ 14 built --with-lz4 is needed)");
+    assert_eq!(
+        lz4, "t",
+        "this server has no lz4 (PostgreSQL ≥ 14 built --with-lz4 is needed)"
+    );
     let step: usize = env_or("STORAGE_BENCH_STEP", 3);
     let reps: usize = env_or("STORAGE_BENCH_REPS", 3);
-    let files = input_files();
+    let files = e2e_job_files();
     let dir = tempfile::tempdir_in(bench_data_dir()).expect("tempdir");
     let stream = dir.path().join("rows.pgcopy");
     let t = Instant::now();

@@ -75,9 +75,8 @@ async fn ingest(w: &World, variables: &str) {
 /// `(rows, rows whose pr is lz4, rows whose tasmin or tasmax is compressed, pr bytes stored,
 /// pr bytes uncompressed)` of `climate_data_year`.
 async fn compression(w: &World) -> (i64, i64, i64, i64, i64) {
-    let r = w
-        .pg
-        .query_one(
+    let r =
+        w.pg.query_one(
             "SELECT count(*),
                     count(*) FILTER (WHERE pg_column_compression(pr) = 'lz4'),
                     count(*) FILTER (WHERE pg_column_compression(tasmin) IS NOT NULL
@@ -105,12 +104,11 @@ async fn migrated_schema_stores_pr_with_lz4_and_the_rest_external() {
     .await
     .unwrap();
     assert_eq!(storage(&w, "like_cdy").await, expected());
-    let version: i32 = w
-        .pg
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let version: i32 =
+        w.pg.query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(version, worker::db::latest_version());
     w.cleanup().await;
 }
