@@ -26,7 +26,6 @@ use nexingest_benches::{Db, Measured, bench_data_dir, gib, measure, median, stri
 const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
 const SCENARIO: &str = "ssp585";
 const MODEL: &str = "ACCESS-CM2";
-const MEMBER: &str = "r1i1p1f1";
 const YEAR: i32 = 2015;
 const SCHEMA: &str = "nexingest_e2e";
 const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";

@@ -81,8 +81,8 @@ async fn compression(w: &World) -> (i64, i64, i64, i64, i64) {
                     count(*) FILTER (WHERE pg_column_compression(pr) = 'lz4'),
                     count(*) FILTER (WHERE pg_column_compression(tasmin) IS NOT NULL
                                         OR pg_column_compression(tasmax) IS NOT NULL),
-                    sum(pg_column_size(pr))::bigint,
-                    sum(pg_column_size(array_cat(pr, '{}'::real[])))::bigint
+                    coalesce(sum(pg_column_size(pr)), 0)::bigint,
+                    coalesce(sum(pg_column_size(array_cat(pr, '{}'::real[]))), 0)::bigint
              FROM climate_data_year",
             &[],
         )
