@@ -377,7 +377,8 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
         .get(0);
     if has_cdy {
         let compression = if version_num >= 140_000 {
-            "a.attcompression::text"
+            // attcompression is a "char": 'l' lz4, 'p' pglz, '' the default.
+            "CASE a.attcompression WHEN 'l' THEN 'lz4' WHEN 'p' THEN 'pglz' ELSE '' END"
         } else {
             "''::text"
         };
