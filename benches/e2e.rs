@@ -26,35 +26,13 @@ use nexingest_benches::{Db, Measured, bench_data_dir, gib, measure, median, stri
 const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
 const SCENARIO: &str = "ssp585";
 const MODEL: &str = "ACCESS-CM2";
-const MEMBER: &str = "r1i1p1f1";
 const YEAR: i32 = 2015;
 const SCHEMA: &str = "nexingest_e2e";
 const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";
 
-/// The job's three full-size files, generated once (private name, then rename).
+/// The job's three full-size files, generated once (shared with the storage benchmark).
 fn input_files() -> Vec<PathBuf> {
-    let dir = bench_data_dir();
-    std::fs::create_dir_all(&dir).expect("create target/bench-data");
-    VARS.iter()
-        .map(|var| {
-            let spec = fixtures::GridSpec::nex_gddp_cmip6_full_grid(
-                var,
-                SCENARIO,
-                MODEL,
-                MEMBER,
-                YEAR,
-                fixtures::Calendar::Standard,
-            );
-            let path = dir.join(spec.file_name());
-            if !path.exists() {
-                eprintln!("generating {} (once) ...", path.display());
-                let tmp = dir.join(format!(".{}.{}", spec.file_name(), std::process::id()));
-                fixtures::write_grid(&tmp, &spec).expect("write a full-size grid");
-                std::fs::rename(&tmp, &path).expect("rename the grid");
-            }
-            path
-        })
-        .collect()
+    nexingest_benches::e2e_job_files()
 }
 
 fn nexingest(bin: &Path, db: &Db) -> Command {

@@ -60,6 +60,32 @@ pub fn nex_gddp_full_grid_file() -> PathBuf {
     generated(&spec)
 }
 
+/// The end-to-end job's variables, in column order.
+pub const E2E_VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
+
+/// The end-to-end job's three full-size NEX-GDDP-CMIP6 files (ACCESS-CM2 ssp585 r1i1p1f1 2015,
+/// [`E2E_VARS`], `365 × 600 × 1440`, dithered), written by the fixtures generator into
+/// [`bench_data_dir`] if absent.
+///
+/// # Panics
+///
+/// If a file cannot be written.
+pub fn e2e_job_files() -> Vec<PathBuf> {
+    E2E_VARS
+        .iter()
+        .map(|var| {
+            generated(&fixtures::GridSpec::nex_gddp_cmip6_full_grid(
+                var,
+                "ssp585",
+                "ACCESS-CM2",
+                "r1i1p1f1",
+                2015,
+                fixtures::Calendar::Standard,
+            ))
+        })
+        .collect()
+}
+
 /// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there (under a
 /// private name first, then renamed); returns its path.
 ///

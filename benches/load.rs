@@ -11,7 +11,7 @@
 //! times and ratios against psql. Each timed load includes its commit; table creation does not.
 //!
 //! ```sh
-//! eval "$(scripts/services.sh env)"
+//! scripts/services.sh start-bench && eval "$(scripts/services.sh env)"
 //! cargo bench -p nexingest-benches --bench load
 //! # PGCOPY_BENCH_ROWS=100000 PGCOPY_BENCH_REPS=3 (defaults)
 //! ```
@@ -277,19 +277,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let url = match std::env::var("NEXINGEST_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("NEXINGEST_DATABASE_URL is not set but CI=true")
-        }
-        _ => {
-            println!(
-                "SKIPPED: NEXINGEST_DATABASE_URL is not set (eval \"$(scripts/services.sh env)\")"
-            );
-            return;
-        }
-    };
-    let psql = std::env::var("NEXINGEST_PSQL").unwrap_or_else(|_| "psql".into());
+    // The production-like benchmark cluster (or NEXINGEST_BENCH_CLUSTER=test); prints its settings.
+    let db = nexingest_benches::Db::for_bench();
+    let (url, psql) = (db.url.clone(), db.psql.clone());
     let rows: usize = std::env::var("PGCOPY_BENCH_ROWS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -417,7 +407,8 @@ fn main() {
                 );
             }
         }
-        println!("\n{rows} rows × {reps} reps per method; rerun: cargo bench -p nexingest-benches --bench load");
+        println!("\ndatabase: {}", db.describe());
+        println!("{rows} rows × {reps} reps per method; rerun: cargo bench -p nexingest-benches --bench load");
         drop(dir);
     });
 }

@@ -42,6 +42,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "bench_result",
         sql: include_str!("../migrations/0005_bench_result.sql"),
     },
+    Migration {
+        version: 6,
+        name: "column_storage",
+        sql: include_str!("../migrations/0006_column_storage.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

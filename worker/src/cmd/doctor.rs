@@ -315,16 +315,16 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
         .get(0);
     checks.push(Check {
         name: "server version",
-        status: if version_num >= 130_000 {
+        status: if version_num >= 140_000 {
             Status::Ok
         } else {
             Status::Fail
         },
         value: version.clone(),
-        detail: if version_num >= 130_000 {
-            "PostgreSQL 13 or later".into()
+        detail: if version_num >= 140_000 {
+            "PostgreSQL 14 or later (lz4 column compression)".into()
         } else {
-            "nexingest needs PostgreSQL 13 or later".into()
+            "nexingest needs PostgreSQL 14 or later (lz4 column compression)".into()
         },
     });
 
@@ -415,7 +415,8 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
         .get(0);
     if has_cdy {
         let compression = if version_num >= 140_000 {
-            "a.attcompression::text"
+            // attcompression is a "char": 'l' lz4, 'p' pglz, '' the default.
+            "CASE a.attcompression WHEN 'l' THEN 'lz4' WHEN 'p' THEN 'pglz' ELSE '' END"
         } else {
             "''::text"
         };
@@ -472,10 +473,11 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
                 format!("compressed: {}", bad.join(", "))
             },
             detail: if bad.is_empty() {
-                "arrays are stored out of line without pglz".into()
+                "arrays are stored without pglz (migration 6: pr lz4, the rest EXTERNAL)".into()
             } else {
                 "pglz compression of float arrays costs ~45% of COPY time and saves little: \
-                 ALTER TABLE climate_data_year ALTER COLUMN … SET STORAGE EXTERNAL"
+                 ALTER TABLE climate_data_year ALTER COLUMN … SET STORAGE EXTERNAL \
+                 (pr: SET STORAGE EXTENDED, SET COMPRESSION lz4)"
                     .into()
             },
         });
@@ -484,7 +486,7 @@ pub async fn run(dbc: &DbConfig, cfg: &DoctorConfig) -> anyhow::Result<DoctorRep
             name: "array storage",
             status: Status::Info,
             value: "no climate_data_year yet".into(),
-            detail: "`nexingest migrate` creates it with EXTERNAL storage".into(),
+            detail: "`nexingest migrate` creates it with EXTERNAL storage (pr: lz4)".into(),
         });
     }
 
