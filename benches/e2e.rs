@@ -19,56 +19,17 @@
 //! indexes). Wall times include process start; peak RSS is the child's `ru_maxrss` (`wait4`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use nexingest_benches::cmip6_job;
 use nexingest_benches::{Db, Measured, bench_data_dir, gib, measure, median, strip_ansi};
 
-const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
-const SCENARIO: &str = "ssp585";
-const MODEL: &str = "ACCESS-CM2";
-const YEAR: i32 = 2015;
 const SCHEMA: &str = "nexingest_e2e";
-const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";
-
-/// The job's three full-size files, generated once (shared with the storage benchmark).
-fn input_files() -> Vec<PathBuf> {
-    nexingest_benches::e2e_job_files()
-}
-
-fn nexingest(bin: &Path, db: &Db) -> Command {
-    let mut c = Command::new(bin);
-    c.env("NEXINGEST_DATABASE_URL", &db.url)
-        .env("NEXINGEST_SCHEMA", SCHEMA)
-        .env("NEXINGEST_LOG_FORMAT", "text")
-        .env(
-            "NEXINGEST_LOG",
-            // The per-phase lines (map_cell, copy, commit) are at debug.
-            std::env::var("E2E_LOG").unwrap_or_else(|_| "info,worker=debug".into()),
-        )
-        .env_remove("RUST_LOG");
-    c
-}
 
 fn run_job(bin: &Path, db: &Db, files: &[PathBuf]) -> Measured {
-    let mut c = nexingest(bin, db);
-    c.args([
-        "ingest",
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        SCENARIO,
-        "--model",
-        MODEL,
-        "--year",
-        &YEAR.to_string(),
-        "--variables",
-        &VARS.join(","),
-        "--locations",
-        "all",
-        "--no-progress",
-    ])
-    .args(files);
-    let m = measure(&mut c, "nexingest ingest");
+    let m = measure(
+        &mut cmip6_job::ingest(bin, db, SCHEMA, "E2E_LOG", files),
+        "nexingest ingest",
+    );
     assert!(
         m.stdout.contains(" rows ("),
         "ingest did not load:\n{}\n{}",
@@ -78,22 +39,12 @@ fn run_job(bin: &Path, db: &Db, files: &[PathBuf]) -> Measured {
     m
 }
 
-/// Empties the job tables (keeps `map_cell`, the grid shared by all jobs).
-fn reset_jobs(db: &Db) {
-    db.sql(&format!(
-        "TRUNCATE {SCHEMA}.climate_data_year, {SCHEMA}.data_source_variable, \
-         {SCHEMA}.job_ledger, {SCHEMA}.data_source; CHECKPOINT"
-    ));
-}
-
 fn psql_copy(db: &Db, file: &Path) -> Measured {
     db.sql(&format!("TRUNCATE {SCHEMA}.psql_copy; CHECKPOINT"));
-    let mut c = db.psql_cmd();
-    c.arg("-c").arg(format!(
-        "\\copy {SCHEMA}.psql_copy ({COLUMNS}) FROM '{}' (FORMAT binary)",
-        file.display()
-    ));
-    measure(&mut c, "psql \\copy")
+    measure(
+        &mut cmip6_job::psql_copy_cmd(db, &format!("{SCHEMA}.psql_copy"), file),
+        "psql \\copy",
+    )
 }
 
 /// The job's own summary line and its phase log lines.
@@ -121,7 +72,7 @@ fn main() {
         .max(1);
     let db = Db::for_bench();
     let bin = nexingest_benches::nexingest_bin("E2E_NEXINGEST");
-    let files = input_files();
+    let files = cmip6_job::input_files();
     let bytes: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
@@ -135,7 +86,10 @@ fn main() {
 
     // Fresh schema.
     db.sql(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"));
-    measure(nexingest(&bin, &db).arg("migrate"), "nexingest migrate");
+    measure(
+        cmip6_job::nexingest(&bin, &db, SCHEMA, "E2E_LOG").arg("migrate"),
+        "nexingest migrate",
+    );
 
     // First job on an empty database (creates the grid's map_cell rows).
     eprintln!("first job (empty database) ...");
@@ -150,12 +104,7 @@ fn main() {
 
     // The same rows as a binary COPY file, and the baseline table.
     let rows_file = bench_data_dir().join(format!(".e2e-rows-{}.pgcopy", std::process::id()));
-    db.sql(&format!(
-        "\\copy (SELECT {COLUMNS} FROM {SCHEMA}.climate_data_year \
-         ORDER BY data_source_id, map_cell_id) TO '{}' (FORMAT binary)",
-        rows_file.display()
-    ));
-    let file_bytes = std::fs::metadata(&rows_file).map_or(0, |m| m.len());
+    let file_bytes = cmip6_job::export_rows(&db, SCHEMA, &rows_file);
     db.sql(&format!(
         "CREATE TABLE {SCHEMA}.psql_copy (LIKE {SCHEMA}.climate_data_year INCLUDING ALL)"
     ));
@@ -169,7 +118,7 @@ fn main() {
         let order_job_first = rep % 2 == 0;
         for step in 0..2 {
             if (step == 0) == order_job_first {
-                reset_jobs(&db);
+                cmip6_job::reset_jobs(&db, SCHEMA);
                 eprintln!("rep {}: steady-state job ...", rep + 1);
                 let m = run_job(&bin, &db, &files);
                 assert_eq!(db.count(SCHEMA, "climate_data_year"), rows, "job row count");
@@ -198,7 +147,7 @@ fn main() {
         "e2e: one NEX-GDDP-CMIP6 job, {} × 600 × 1440, {} ({:.0} MB of files), {rows} rows, \
          {:.0} MB binary COPY stream; {reps} interleaved reps",
         365,
-        VARS.join("/"),
+        cmip6_job::VARS.join("/"),
         bytes as f64 / 1e6,
         file_bytes as f64 / 1e6
     );

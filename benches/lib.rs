@@ -60,32 +60,6 @@ pub fn nex_gddp_full_grid_file() -> PathBuf {
     generated(&spec)
 }
 
-/// The end-to-end job's variables, in column order.
-pub const E2E_VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
-
-/// The end-to-end job's three full-size NEX-GDDP-CMIP6 files (ACCESS-CM2 ssp585 r1i1p1f1 2015,
-/// [`E2E_VARS`], `365 × 600 × 1440`, dithered), written by the fixtures generator into
-/// [`bench_data_dir`] if absent.
-///
-/// # Panics
-///
-/// If a file cannot be written.
-pub fn e2e_job_files() -> Vec<PathBuf> {
-    E2E_VARS
-        .iter()
-        .map(|var| {
-            generated(&fixtures::GridSpec::nex_gddp_cmip6_full_grid(
-                var,
-                "ssp585",
-                "ACCESS-CM2",
-                "r1i1p1f1",
-                2015,
-                fixtures::Calendar::Standard,
-            ))
-        })
-        .collect()
-}
-
 /// Writes `spec` into [`bench_data_dir`] under its file name unless it is already there (under a
 /// private name first, then renamed); returns its path.
 ///
@@ -468,4 +442,510 @@ pub fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// The end-to-end job: one NEX-GDDP-CMIP6 year (all data cells of a 365 × 600 × 1440 grid,
+/// `tasmin`, `tasmax`, `pr`), the input of the `e2e`, `run` and `fleet` benchmarks.
+pub mod cmip6_job {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::Db;
+
+    /// The job's variables.
+    pub const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
+    /// Scenario.
+    pub const SCENARIO: &str = "ssp585";
+    /// The model the files are generated for.
+    pub const MODEL: &str = "ACCESS-CM2";
+    /// Its member.
+    pub const MEMBER: &str = "r1i1p1f1";
+    /// Year.
+    pub const YEAR: i32 = 2015;
+    /// The columns of its rows.
+    pub const COLUMNS: &str = "data_source_id, map_cell_id, tasmin, tasmax, pr";
+    /// Models whose names the `run` and `fleet` benchmarks give the same files (all with the
+    /// three variables in the catalog).
+    pub const MODELS: [&str; 6] = [
+        "ACCESS-CM2",
+        "ACCESS-ESM1-5",
+        "BCC-CSM2-MR",
+        "CanESM5",
+        "EC-Earth3",
+        "GFDL-ESM4",
+    ];
+
+    /// The job's three full-size files, generated once into [`bench_data_dir`] (private
+    /// name, then rename: concurrent runs never see a partial file).
+    ///
+    /// # Panics
+    /// If a file cannot be written.
+    pub fn input_files() -> Vec<PathBuf> {
+        VARS.iter()
+            .map(|var| {
+                super::generated(&fixtures::GridSpec::nex_gddp_cmip6_full_grid(
+                    var,
+                    SCENARIO,
+                    MODEL,
+                    MEMBER,
+                    YEAR,
+                    fixtures::Calendar::Standard,
+                ))
+            })
+            .collect()
+    }
+
+    /// `nexingest` against `db` in `schema`, text logs at `info,worker=debug` (the per-phase
+    /// lines) unless the environment variable `log_var` says otherwise.
+    pub fn nexingest(bin: &Path, db: &Db, schema: &str, log_var: &str) -> Command {
+        let mut c = Command::new(bin);
+        c.env("NEXINGEST_DATABASE_URL", &db.url)
+            .env("NEXINGEST_SCHEMA", schema)
+            .env("NEXINGEST_LOG_FORMAT", "text")
+            .env(
+                "NEXINGEST_LOG",
+                std::env::var(log_var).unwrap_or_else(|_| "info,worker=debug".into()),
+            )
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// `nexingest ingest` of the job (model [`MODEL`]) from its local files.
+    pub fn ingest(bin: &Path, db: &Db, schema: &str, log_var: &str, files: &[PathBuf]) -> Command {
+        let mut c = nexingest(bin, db, schema, log_var);
+        c.args([
+            "ingest",
+            "--dataset",
+            "NEX-GDDP-CMIP6",
+            "--scenario",
+            SCENARIO,
+            "--model",
+            MODEL,
+            "--year",
+            &YEAR.to_string(),
+            "--variables",
+            &VARS.join(","),
+            "--locations",
+            "all",
+            "--no-progress",
+        ])
+        .args(files);
+        c
+    }
+
+    /// Writes the rows of `schema.climate_data_year` as one binary COPY file (what `psql
+    /// \copy` loads in the baselines); returns its size in bytes.
+    pub fn export_rows(db: &Db, schema: &str, file: &Path) -> u64 {
+        db.sql(&format!(
+            "\\copy (SELECT {COLUMNS} FROM {schema}.climate_data_year \
+             ORDER BY data_source_id, map_cell_id) TO '{}' (FORMAT binary)",
+            file.display()
+        ));
+        std::fs::metadata(file).map_or(0, |m| m.len())
+    }
+
+    /// `psql \copy table (COLUMNS) FROM file (FORMAT binary)`.
+    pub fn psql_copy_cmd(db: &Db, table: &str, file: &Path) -> Command {
+        let mut c = db.psql_cmd();
+        c.arg("-c").arg(format!(
+            "\\copy {table} ({COLUMNS}) FROM '{}' (FORMAT binary)",
+            file.display()
+        ));
+        c
+    }
+
+    /// Empties the job tables of `schema` (keeps `map_cell`, the grid shared by all jobs) and
+    /// checkpoints.
+    pub fn reset_jobs(db: &Db, schema: &str) {
+        db.sql(&format!(
+            "TRUNCATE {schema}.climate_data_year, {schema}.data_source_variable, \
+             {schema}.job_ledger, {schema}.data_source; CHECKPOINT"
+        ));
+    }
+}
+
+/// A bucket and a queue (with its dead-letter queue) on the local moto server
+/// (`NEXINGEST_AWS_ENDPOINT_URL`, from `scripts/services.sh env`), for benchmarks of
+/// `nexingest run`: the job's files uploaded under several model names, one message per job.
+pub struct LocalAws {
+    /// The moto endpoint.
+    pub endpoint: String,
+    /// The data bucket.
+    pub bucket: String,
+    /// The queue.
+    pub queue_url: String,
+    dlq_url: String,
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl LocalAws {
+    /// A fresh bucket and queue named after `name` and this process.
+    ///
+    /// # Panics
+    /// If `NEXINGEST_AWS_ENDPOINT_URL` is unset or moto does not answer.
+    pub fn new(name: &str) -> LocalAws {
+        let endpoint = std::env::var("NEXINGEST_AWS_ENDPOINT_URL").unwrap_or_else(|_| {
+            panic!("NEXINGEST_AWS_ENDPOINT_URL is not set: run `scripts/services.sh start-bench && eval \"$(scripts/services.sh env)\"`")
+        });
+        let id = format!("{name}-{}", std::process::id());
+        let bucket = format!("bench-{id}");
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let cfg = worker::config::AwsConfig {
+            endpoint_url: Some(endpoint.clone()),
+            nex_gddp_bucket: bucket.clone(),
+            loca_bucket: bucket.clone(),
+            cmip6_bucket: bucket.clone(),
+            allowed_buckets: [bucket.clone()].into_iter().collect(),
+            timeouts: worker::config::AwsTimeouts::default(),
+            s3: worker::config::S3Access {
+                region,
+                no_sign_request: false,
+            },
+        };
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let (s3, sqs, queue_url, dlq_url) = rt.block_on(async {
+            let c = worker::aws::clients(&cfg).await;
+            c.s3.create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .expect("create bucket on moto");
+            let (q, dlq) = worker::queue::create_with_dlq(
+                &c.sqs,
+                &format!("q-{id}"),
+                &format!("q-{id}-dlq"),
+                3,
+                300,
+            )
+            .await
+            .expect("create queue on moto");
+            (c.s3, c.sqs, q, dlq)
+        });
+        LocalAws {
+            endpoint,
+            bucket,
+            queue_url,
+            dlq_url,
+            rt,
+            s3,
+            sqs,
+        }
+    }
+
+    /// Uploads the [`cmip6_job`] files under `model`'s keys (the dataset's key template).
+    ///
+    /// # Panics
+    /// If an upload fails.
+    pub fn upload_cmip6_job(&self, model: &str, files: &[PathBuf]) {
+        use worker::catalog::Dataset;
+        self.rt.block_on(async {
+            for (var, path) in cmip6_job::VARS.iter().zip(files) {
+                let key =
+                    Dataset::NexGddpCmip6.key(cmip6_job::SCENARIO, model, cmip6_job::YEAR, var);
+                let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+                    .await
+                    .expect("read the job file");
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("upload to moto");
+            }
+        });
+    }
+
+    /// Sends one whole-grid job message per model (the native format of
+    /// `worker/src/message.rs`).
+    ///
+    /// # Panics
+    /// If a send fails.
+    pub fn enqueue_cmip6(&self, models: &[&str]) {
+        self.rt.block_on(async {
+            for m in models {
+                let body = format!(
+                    r#"{{"dataset":"NEX-GDDP-CMIP6","scenario":"{}","model":"{m}","year":{},"variables":["tasmin","tasmax","pr"],"locations":"all"}}"#,
+                    cmip6_job::SCENARIO,
+                    cmip6_job::YEAR
+                );
+                self.sqs
+                    .send_message()
+                    .queue_url(&self.queue_url)
+                    .message_body(body)
+                    .send()
+                    .await
+                    .expect("send a job message");
+            }
+        });
+    }
+
+    /// `nexingest run --until-empty --jobs <jobs>` on this queue and bucket (short long-poll so
+    /// an empty queue ends it quickly); more flags with `.args`.
+    pub fn run_cmd(
+        &self,
+        bin: &Path,
+        db: &Db,
+        schema: &str,
+        log_var: &str,
+        jobs: usize,
+    ) -> std::process::Command {
+        let mut c = cmip6_job::nexingest(bin, db, schema, log_var);
+        c.env("NEXINGEST_AWS_ENDPOINT_URL", &self.endpoint).args([
+            "run",
+            "--queue-url",
+            &self.queue_url,
+            "--cmip6-bucket",
+            &self.bucket,
+            "--wait-time",
+            "1",
+            "--until-empty",
+            "--jobs",
+            &jobs.to_string(),
+        ]);
+        c
+    }
+
+    /// Deletes the objects, the bucket and the queues (moto keeps them in memory).
+    pub fn delete(&self) {
+        self.rt.block_on(async {
+            if let Ok(list) = self.s3.list_objects_v2().bucket(&self.bucket).send().await {
+                for o in list.contents() {
+                    if let Some(k) = o.key() {
+                        let _ = self
+                            .s3
+                            .delete_object()
+                            .bucket(&self.bucket)
+                            .key(k)
+                            .send()
+                            .await;
+                    }
+                }
+            }
+            let _ = self.s3.delete_bucket().bucket(&self.bucket).send().await;
+            for q in [&self.queue_url, &self.dlq_url] {
+                let _ = self.sqs.delete_queue().queue_url(q).send().await;
+            }
+        });
+    }
+}
+
+/// Server-side figures of a stretch of work: WAL written and the server processes' CPU.
+#[derive(Debug, Clone)]
+pub struct ServerMark {
+    lsn: String,
+    cpu: Option<f64>,
+}
+
+impl Db {
+    /// Marks the WAL position and the server's CPU time now.
+    pub fn mark(&self) -> ServerMark {
+        ServerMark {
+            lsn: self.sql("SELECT pg_current_wal_lsn()"),
+            cpu: self.server_cpu_secs(),
+        }
+    }
+
+    /// WAL bytes written since `m`.
+    pub fn wal_bytes_since(&self, m: &ServerMark) -> u64 {
+        self.sql(&format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{}')::bigint",
+            m.lsn
+        ))
+        .parse()
+        .expect("wal bytes")
+    }
+
+    /// Server CPU seconds (user + system) since `m`, when the server runs on this machine.
+    pub fn cpu_secs_since(&self, m: &ServerMark) -> Option<f64> {
+        Some(self.server_cpu_secs()? - m.cpu?)
+    }
+
+    /// CPU seconds (user + system) of the server so far: the postmaster with its reaped
+    /// children (`cutime`/`cstime`: backends that have exited) plus its live children, from
+    /// `/proc`. `None` when the server is not a local process we can read.
+    pub fn server_cpu_secs(&self) -> Option<f64> {
+        let dir = self.sql("SHOW data_directory");
+        let pid: u32 = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // Fields after the command name: state is field 3; utime 14, stime 15, cutime 16,
+        // cstime 17 (1-based, as in proc(5)); ppid 4.
+        let stat = |p: &str| -> Option<(u32, [u64; 4])> {
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let n = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+            Some((n(4)? as u32, [n(14)?, n(15)?, n(16)?, n(17)?]))
+        };
+        let (_, own) = stat(&pid.to_string())?;
+        let mut ticks: u64 = own.iter().sum();
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = e.file_name();
+            let Some(p) = name
+                .to_str()
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some((ppid, t)) = stat(p)
+                && ppid == pid
+            {
+                ticks += t[0] + t[1];
+            }
+        }
+        Some(ticks as f64 / hz)
+    }
+
+    /// `pg_total_relation_size` of `schema.table` (heap, TOAST and indexes), bytes.
+    pub fn total_bytes(&self, schema: &str, table: &str) -> u64 {
+        self.sql(&format!(
+            "SELECT pg_total_relation_size('{schema}.{table}')"
+        ))
+        .parse()
+        .expect("relation size")
+    }
+}
+
+/// The machine's load averages (1, 5, 15 min) as in `uptime`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The common setup of the queue benchmarks (`run`, `fleet`): the [`cmip6_job`] files under
+/// `models` in a fresh moto bucket, a fresh migrated schema whose `map_cell` holds the grid
+/// (one `ingest` of the job, whose rows become the binary COPY file of the `psql \copy`
+/// baselines; job tables emptied again), and `copies` baseline tables
+/// `psql_copy_0…` (`LIKE climate_data_year INCLUDING ALL`). Dropping it removes the schema,
+/// the file, the bucket and the queues.
+pub struct QueueBench {
+    /// The database.
+    pub db: Db,
+    /// The release binary.
+    pub bin: PathBuf,
+    /// Bucket and queue.
+    pub aws: LocalAws,
+    /// The schema.
+    pub schema: &'static str,
+    /// Rows of one job.
+    pub rows: u64,
+    /// The rows of one job as a binary COPY file.
+    pub rows_file: PathBuf,
+    /// Its size.
+    pub file_bytes: u64,
+    /// Environment variable with the worker's log filter.
+    pub log_var: &'static str,
+}
+
+impl QueueBench {
+    /// Sets up (see the type's docs); `name` names the bucket and queue, `bin_var` may name
+    /// another binary.
+    ///
+    /// # Panics
+    /// If a service does not answer or a step fails.
+    pub fn new(
+        name: &str,
+        schema: &'static str,
+        models: &[&str],
+        copies: usize,
+        bin_var: &str,
+        log_var: &'static str,
+    ) -> QueueBench {
+        let db = Db::for_bench();
+        let bin = nexingest_bin(bin_var);
+        let files = cmip6_job::input_files();
+        let aws = LocalAws::new(name);
+        eprintln!(
+            "uploading the job's files under {} model names ...",
+            models.len()
+        );
+        for m in models {
+            aws.upload_cmip6_job(m, &files);
+        }
+        db.sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        measure(
+            cmip6_job::nexingest(&bin, &db, schema, log_var).arg("migrate"),
+            "nexingest migrate",
+        );
+        eprintln!("setup: one job fills map_cell and gives the baseline's rows ...");
+        measure(
+            &mut cmip6_job::ingest(&bin, &db, schema, log_var, &files),
+            "nexingest ingest",
+        );
+        let rows = db.count(schema, "climate_data_year");
+        let rows_file =
+            bench_data_dir().join(format!(".{name}-rows-{}.pgcopy", std::process::id()));
+        let file_bytes = cmip6_job::export_rows(&db, schema, &rows_file);
+        cmip6_job::reset_jobs(&db, schema);
+        for k in 0..copies {
+            db.sql(&format!(
+                "CREATE TABLE {schema}.psql_copy_{k} (LIKE {schema}.climate_data_year INCLUDING ALL)"
+            ));
+        }
+        QueueBench {
+            db,
+            bin,
+            aws,
+            schema,
+            rows,
+            rows_file,
+            file_bytes,
+            log_var,
+        }
+    }
+
+    /// `nexingest run --until-empty --jobs <jobs>` on the bench's queue.
+    pub fn run_cmd(&self, jobs: usize) -> std::process::Command {
+        self.aws
+            .run_cmd(&self.bin, &self.db, self.schema, self.log_var, jobs)
+    }
+
+    /// `psql \copy` of the rows file into baseline table `k`.
+    pub fn psql_copy_cmd(&self, k: usize) -> std::process::Command {
+        cmip6_job::psql_copy_cmd(
+            &self.db,
+            &format!("{}.psql_copy_{k}", self.schema),
+            &self.rows_file,
+        )
+    }
+
+    /// Empties the baseline tables and checkpoints.
+    pub fn reset_copies(&self, copies: usize) {
+        let t: Vec<String> = (0..copies)
+            .map(|k| format!("{}.psql_copy_{k}", self.schema))
+            .collect();
+        self.db
+            .sql(&format!("TRUNCATE {}; CHECKPOINT", t.join(", ")));
+    }
+
+    /// `pg_total_relation_size` of baseline tables `0..copies` together.
+    pub fn copies_bytes(&self, copies: usize) -> u64 {
+        (0..copies)
+            .map(|k| self.db.total_bytes(self.schema, &format!("psql_copy_{k}")))
+            .sum()
+    }
+}
+
+impl Drop for QueueBench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.rows_file);
+        let _ = self
+            .db
+            .psql_cmd()
+            .arg("-c")
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .output();
+        self.aws.delete();
+    }
 }

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use nexdecode::{CellSelection, DecodeOptions, GridFile};
-use nexingest_benches::{Db, E2E_VARS as VARS, bench_data_dir, e2e_job_files, env_or, median};
+use nexingest_benches::cmip6_job::{VARS, input_files};
+use nexingest_benches::{Db, bench_data_dir, env_or, median};
 use pgcopy::{ColumnType, Columns, CopyBuffer, Validity};
 
 const YEAR: i32 = 2015;
@@ -205,7 +206,7 @@ fn main() {
     );
     let step: usize = env_or("STORAGE_BENCH_STEP", 3);
     let reps: usize = env_or("STORAGE_BENCH_REPS", 3);
-    let files = e2e_job_files();
+    let files = input_files();
     let dir = tempfile::tempdir_in(bench_data_dir()).expect("tempdir");
     let stream = dir.path().join("rows.pgcopy");
     let t = Instant::now();

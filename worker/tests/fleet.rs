@@ -553,3 +553,125 @@ async fn s3_event_notifications_fill_a_variable_once_per_object_version() {
     );
     w.cleanup().await;
 }
+
+/// One `nexingest ingest` of a NEX-GDDP-CMIP6 job on local files, in-process (its own
+/// pipeline and `map_cell` cache, as a separate worker would have).
+async fn ingest_cmip6(w: &World, dir: &std::path::Path, model: &str) -> bool {
+    use clap::Parser;
+    let cli = worker::cli::Cli::try_parse_from([
+        "nexingest",
+        "ingest",
+        "--dataset",
+        "NEX-GDDP-CMIP6",
+        "--scenario",
+        "ssp585",
+        "--model",
+        model,
+        "--year",
+        "2015",
+        "--locations",
+        "all",
+        "--no-progress",
+        dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    let worker::cli::Command::Ingest(a) = &cli.command else {
+        unreachable!()
+    };
+    let p = worker::config::PipelineConfig {
+        memory_budget: 1 << 30,
+        work_dir: std::env::temp_dir(),
+        download_concurrency: 1,
+        download_part: 1 << 20,
+        search_radius_km: 50.0,
+        job_timeout: Duration::from_secs(300),
+        max_db_loads: None,
+    };
+    worker::cmd::ingest::run(&w.db(), &p, a).await.unwrap()
+}
+
+/// Two workers run the first whole-grid jobs of a dataset at once (two models, one grid of
+/// enough data cells for the background cell insert, in more than one batch): the
+/// grid's cells exist once, and each job's rows point at the cells their values belong to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_jobs_of_a_dataset_share_one_set_of_cells() {
+    let Some(env) = env() else { return };
+    let w = World::new(env, "first-jobs", 3, 60).await;
+    let tmp = tempfile::tempdir().unwrap();
+    const MODELS: [&str; 2] = ["ACCESS-CM2", "CanESM5"];
+    let spec = |var: &str, m: usize| {
+        let mut s = fixtures::GridSpec::nex_gddp_cmip6(
+            var,
+            "ssp585",
+            MODELS[m],
+            "r1i1p1f1",
+            2015,
+            fixtures::Calendar::Standard,
+            (0.0, 45.0),
+            (0.0, 60.0),
+        );
+        // Each model its own values.
+        s.phase = m * 101;
+        s
+    };
+    let dirs: Vec<std::path::PathBuf> = (0..MODELS.len())
+        .map(|m| {
+            let dir = tmp.path().join(MODELS[m]);
+            std::fs::create_dir_all(&dir).unwrap();
+            for var in ["tasmin", "tasmax", "pr"] {
+                let s = spec(var, m);
+                fixtures::write_grid(dir.join(s.file_name()), &s).unwrap();
+            }
+            dir
+        })
+        .collect();
+    let grid = spec("tasmax", 0);
+    let cells = grid.data_cells();
+    // More than the 10,000 cells from which the insert runs in the background, in batches
+    // of 8,192.
+    assert!(cells > 12_000, "{cells} data cells: several insert batches");
+
+    let (a, b) = tokio::join!(
+        ingest_cmip6(&w, &dirs[0], MODELS[0]),
+        ingest_cmip6(&w, &dirs[1], MODELS[1])
+    );
+    assert!(a && b, "both jobs loaded");
+    assert_eq!(
+        w.count("SELECT count(*) FROM map_cell").await,
+        cells as i64,
+        "one map_cell row per data cell"
+    );
+    for (m, model) in MODELS.iter().enumerate() {
+        let s = spec("tasmax", m);
+        let by_coords: std::collections::HashMap<(u64, u64), (usize, usize)> = (0..s.lat.len())
+            .flat_map(|i| (0..s.lon.len()).map(move |j| (i, j)))
+            .map(|(i, j)| ((s.lat[i].to_bits(), s.lon[j].to_bits()), (i, j)))
+            .collect();
+        let rows =
+            w.pg.query(
+                "SELECT c.lat, c.lon, y.tasmax[1], y.tasmax[200]
+                 FROM climate_data_year y
+                 JOIN map_cell c ON c.id = y.map_cell_id
+                 JOIN data_source s ON s.id = y.data_source_id
+                 JOIN climate_model m ON m.id = s.model_id AND m.name = $1",
+                &[model],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), cells, "{model}: one row per data cell");
+        for r in &rows {
+            let (lat, lon): (f64, f64) = (r.get(0), r.get(1));
+            let &(i, j) = by_coords
+                .get(&(lat.to_bits(), lon.to_bits()))
+                .unwrap_or_else(|| panic!("{model}: cell ({lat}, {lon}) is on the grid"));
+            let (d0, d199): (Option<f32>, Option<f32>) = (r.get(2), r.get(3));
+            assert_eq!(d0, s.expected(0, i, j), "{model} ({lat}, {lon}) day 1");
+            assert_eq!(
+                d199,
+                s.expected(199, i, j),
+                "{model} ({lat}, {lon}) day 200"
+            );
+        }
+    }
+    w.cleanup().await;
+}

@@ -64,7 +64,8 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         None,
     )?;
     let files = pipeline::local_inputs(&spec, &a.inputs)?;
-    let pool = db::pool(dbc, 2)?;
+    // The load, the background insert of a first job's cells, and one spare.
+    let pool = db::pool(dbc, 3)?;
     let pl = Pipeline::new(pool, dbc.schema.clone(), p.clone(), None, worker_id());
     let prepared = pl
         .prepare(&spec)

@@ -198,6 +198,7 @@ struct Ctx {
 pub async fn run(cfg: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
     let clients = aws::clients(&cfg.aws).await;
     let url = queue::resolve_url(&clients.sqs, &cfg.queue).await?;
+    // Per job: its load and the background insert of a first job's cells; and two spare.
     let pool = db::pool(&cfg.db, cfg.jobs * 2 + 2)?;
     {
         let client = pool.get().await.context("connecting to the database")?;
@@ -599,11 +600,12 @@ async fn process(
             return Ok((None, plan));
         }
         let need = (pipeline::estimate_bytes(spec) >> 20).clamp(1, ctx.budget_mb as u64) as u32;
-        let _permit = ctx
-            .budget
-            .acquire_many(need)
+        // Held until the job ends, cut to the decoded blocks once they are decoded.
+        let permit = Arc::clone(&ctx.budget)
+            .acquire_many_owned(need)
             .await
             .map_err(|_| (JobError::Cancelled, Some(plan.clone()), false))?;
+        attempt.memory.hold(permit);
         let bucket = pipeline::bucket_for(spec, &ctx.cfg.aws);
         let inputs = Inputs::S3 {
             client: ctx.s3.clone(),
@@ -663,6 +665,7 @@ async fn process(
         _ = cancelled(&mut cancel) => Err((JobError::Cancelled, None, false)),
     };
     drop(_stop_heartbeat);
+    attempt.memory.release();
 
     match result {
         Ok((None, plan))

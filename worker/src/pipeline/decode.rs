@@ -29,6 +29,14 @@ pub(crate) struct Decoded {
 }
 
 impl Decoded {
+    /// Bytes the decoded values occupy (their allocations: spare capacity was given back).
+    pub fn bytes_held(&self) -> u64 {
+        self.blocks
+            .iter()
+            .map(|b| (b.values.len() * std::mem::size_of::<f32>()) as u64)
+            .sum()
+    }
+
     /// Nothing decoded (a job with no cells left to load).
     pub fn empty() -> Self {
         Decoded {

@@ -28,6 +28,7 @@ use pgcopy::{
 };
 use tracing::{debug, warn};
 
+use super::cells::{CellIdReader, CellIds};
 use super::decode::{Decoded, NO_ROW, Rows};
 use super::plan::{self, CellPlan, JobPlan, PointIds};
 use super::state::{self, JobState, LedgerEntry, Outcome, Prepared, Started};
@@ -59,7 +60,14 @@ impl Pipeline {
         let cells: &[CellIndex] = rows.as_ref().map_or(&[], |r| &r.cells);
         let coords: Vec<(f64, f64)> = cells.iter().map(|&c| d.grid.coords(c)).collect();
         let tm = Instant::now();
-        let ids = self.map_cell_ids(p.ids.dataset, &coords, false).await?;
+        // Without locations to record, a dataset's first job inserts its cells while the
+        // COPY runs (ids of cells being inserted are 0 in `ids` until then).
+        let cell_ids = if d.matches.is_empty() {
+            self.cell_ids_streamed(p.ids.dataset, &coords).await?
+        } else {
+            CellIds::ready(self.map_cell_ids(p.ids.dataset, &coords, false).await?)
+        };
+        let ids = cell_ids.known();
         debug!(
             phase = "map_cell",
             cells = ids.len(),
@@ -227,6 +235,7 @@ impl Pipeline {
         .collect();
         let (mut order, mut n_new, mut n_upd) = (Vec::with_capacity(ids.len()), 0u64, 0u64);
         for (k, id) in ids.iter().enumerate() {
+            // A cell still being inserted (id 0) is new: no row can refer to it yet.
             match existing.get(id) {
                 None => n_new += 1,
                 Some(true) if !spec.update_existing => continue,
@@ -254,7 +263,7 @@ impl Pipeline {
                 d.blocks,
                 rows,
                 order,
-                ids,
+                cell_ids.reader(),
                 p.data_source_id,
                 Arc::clone(&counter),
                 attempt.observer.clone(),
@@ -269,6 +278,8 @@ impl Pipeline {
                 .map_err(load_err)?;
             copied = stats.rows_copied;
             copy_bytes = stats.bytes_sent;
+            // The cells' insert ended the rows early if it failed: its error, and a rollback.
+            cell_ids.finish().await?;
             debug!(
                 phase = "copy",
                 rows = stats.rows_copied,
@@ -279,6 +290,8 @@ impl Pipeline {
                 ms = tc.elapsed().as_millis() as u64,
                 "phase"
             );
+        } else {
+            cell_ids.finish().await?;
         }
 
         // Locations: imported (GeoJSON points) and where each landed. Last in the
@@ -425,7 +438,7 @@ struct RowSource {
     rows: Rows,
     /// Union cells to write, in order.
     order: Vec<u32>,
-    ids: Vec<i64>,
+    ids: CellIdReader,
     data_source_id: i64,
     next: usize,
     counter: Arc<AtomicU64>,
@@ -438,7 +451,7 @@ impl RowSource {
         blocks: Vec<YearBlock>,
         rows: Rows,
         order: Vec<u32>,
-        ids: Vec<i64>,
+        ids: CellIdReader,
         data_source_id: i64,
         counter: Arc<AtomicU64>,
         observer: Option<Arc<dyn Observer>>,
@@ -475,9 +488,14 @@ impl pgcopy::RowSource for RowSource {
             return Ok(false);
         };
         let k = k as usize;
+        // Waits while the cell is being inserted; a failed insert ends the rows here (the
+        // load reports its error and rolls back).
+        let Some(id) = self.ids.get(k) else {
+            return Ok(false);
+        };
         self.next += 1;
         let mut w = buf.row();
-        w.int8(self.data_source_id)?.int8(self.ids[k])?;
+        w.int8(self.data_source_id)?.int8(id)?;
         for (v, b) in self.blocks.iter().enumerate() {
             let r = self.rows.row(v, k);
             if r == NO_ROW {

@@ -152,6 +152,43 @@ pub struct Attempt {
     /// Milliseconds this delivery's attempts have waited for a database load slot so far
     /// (grows while they wait; not counted against the job timeout).
     pub slot_wait_ms: Arc<AtomicU64>,
+    /// The delivery's share of `run`'s memory budget (none for `ingest`).
+    pub memory: Arc<MemoryGrant>,
+}
+
+/// A job's share of `run`'s memory budget (`--memory-budget-mb`, MiB permits of a
+/// semaphore). Taken at the job's worst case ([`estimate_bytes`]) before it decodes; once its
+/// variables are decoded it is cut to what the decoded blocks hold, so the next job can
+/// download and decode while this one loads (a whole-grid NEX-GDDP-CMIP6 job is estimated at
+/// 3.6 GB, the full grid, but holds ~1.7 GB, its data cells).
+#[derive(Debug, Default)]
+pub struct MemoryGrant(std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
+
+impl MemoryGrant {
+    /// Holds `permit` (giving back any earlier one).
+    pub fn hold(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        *self.0.lock().expect("memory grant") = Some(permit);
+    }
+
+    /// Gives back all but `mb` MiB of the share; returns the MiB held now (0 when none).
+    pub fn shrink_to(&self, mb: u32) -> u32 {
+        let mut g = self.0.lock().expect("memory grant");
+        match g.as_mut() {
+            Some(p) => {
+                let held = p.num_permits();
+                if (mb as usize) < held {
+                    drop(p.split(held - mb.max(1) as usize));
+                }
+                p.num_permits() as u32
+            }
+            None => 0,
+        }
+    }
+
+    /// Gives the whole share back.
+    pub fn release(&self) {
+        self.0.lock().expect("memory grant").take();
+    }
 }
 
 impl Attempt {
@@ -204,6 +241,9 @@ pub struct Pipeline {
     cells: cells::CellCache,
     slots: Option<throttle::LoadSlots>,
 }
+
+/// MiB a job keeps of its memory share beyond its decoded blocks (row index, COPY buffers).
+const DECODED_SLACK_MB: u32 = 128;
 
 /// Bytes of decoded grid a job needs at most (all variables held at once).
 pub fn estimate_bytes(spec: &JobSpec) -> u64 {
@@ -265,6 +305,10 @@ impl Pipeline {
                     .await?
             }
         };
+        // From here on the job holds its decoded blocks (and the rows' index), no more.
+        let held_mb = (decoded.bytes_held() >> 20) as u32 + DECODED_SLACK_MB;
+        let mb = attempt.memory.shrink_to(held_mb);
+        tracing::debug!(memory_mb = mb, "memory share cut to the decoded blocks");
         if attempt.gate.is_lost() {
             return Err(JobError::VisibilityLost(
                 "visibility could not be extended; stopped before loading".into(),
@@ -353,4 +397,32 @@ pub fn local_inputs(
         out.insert(var.to_owned(), found.clone());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::MemoryGrant;
+
+    #[tokio::test]
+    async fn a_memory_share_cut_to_the_decoded_blocks_gives_the_rest_back() {
+        let budget = Arc::new(Semaphore::new(6144));
+        let grant = MemoryGrant::default();
+        grant.hold(Arc::clone(&budget).acquire_many_owned(3618).await.unwrap());
+        assert_eq!(budget.available_permits(), 6144 - 3618);
+        // A second whole-grid job does not fit until the first is decoded ...
+        assert!(Arc::clone(&budget).try_acquire_many_owned(3618).is_err());
+        assert_eq!(grant.shrink_to(1800), 1800);
+        assert_eq!(budget.available_permits(), 6144 - 1800);
+        // ... then it does; a larger "cut" holds on to what it has.
+        let second = Arc::clone(&budget).try_acquire_many_owned(3618).unwrap();
+        assert_eq!(grant.shrink_to(4000), 1800);
+        drop(second);
+        grant.release();
+        assert_eq!(budget.available_permits(), 6144);
+        assert_eq!(grant.shrink_to(10), 0, "nothing held after release");
+    }
 }
