@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::{env, unique};
 use worker::config::{DbConfig, Schema};
 
 fn nexingest(db_url: &str, schema: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    common::nexingest_blocking()
         .args(["--database-url", db_url, "--schema", schema])
         .args(args)
         .env_remove("NEXINGEST_WORK_DIR")

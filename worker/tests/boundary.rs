@@ -69,7 +69,7 @@ async fn boundary_over_lon_0_loads_the_cells_on_both_sides_of_the_seam() {
         .collect();
 
     let w = World::new(env, "boundary", 3, 60).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    let out = common::nexingest()
         .args([
             "--schema",
             &w.schema,

@@ -279,7 +279,7 @@ async fn the_binary_prints_the_skipped_table() {
     let Some(env) = env() else { return };
     let w = World::new(env, "inputs-bin", 3, 30).await;
     nex_gddp_bucket(&w).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    let out = common::nexingest()
         .args(["enqueue", "--queue-url", &w.queue_url])
         .args(["--nex-gddp-bucket", &w.bucket, "--dataset", "NEX-GDDP"])
         .args(["--scenario", "rcp45", "--models", "GFDL-CM3,MIROC5"])

@@ -316,7 +316,7 @@ async fn a_run_writes_emf_metrics_and_one_line_per_job() {
 #[test]
 fn a_fatal_error_is_printed_once() {
     for (format, plain, json) in [("text", 1, 0), ("json", 0, 1)] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+        let out = common::nexingest_blocking()
             .args([
                 "--database-url",
                 "postgres://nobody@127.0.0.1:1/none",

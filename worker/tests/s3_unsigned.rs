@@ -329,7 +329,7 @@ async fn run_reads_s3_unsigned_and_signs_sqs() {
     ])
     .await;
     let (proxy, log) = recording_proxy(moto_addr(&w.env.endpoint)).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    let out = common::nexingest()
         .args(["--schema", &w.schema, "run", "--until-empty"])
         .args(["--queue-url", &w.queue_url, "--wait-time", "1"])
         .args(["--aws-endpoint-url", &format!("http://{proxy}")])
@@ -405,7 +405,7 @@ async fn no_credentials_at_all_read_with_the_flag_only() {
     let home = tempfile::tempdir().unwrap();
     let url = format!("s3://{}/cities.geojson", w.geo_bucket);
     let import = |extra: &'static [&'static str]| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+        common::nexingest()
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", home.path())

@@ -327,7 +327,7 @@ async fn sigterm_mid_copy_exits_in_time_and_releases_the_message() {
         "2008",
     ])
     .await;
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    let child = common::nexingest()
         .args(["--schema", &w.schema, "--log-format", "json", "run"])
         .args([
             "--queue-url",
@@ -691,7 +691,7 @@ async fn local_ingest_of_a_boundary_loads_the_touched_cells() {
     let Some(env) = env() else { return };
     let w = World::new(env, "ingest", 3, 60).await;
     let boundary = fixtures::data_dir().join("geojson/boundary.geojson");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    let out = common::nexingest()
         .args([
             "--schema",
             &w.schema,
@@ -749,7 +749,7 @@ async fn local_ingest_names_why_a_location_has_no_cell() {
          "geometry": {"type": "Point", "coordinates": [2.35, 48.85]}},
     ]});
     std::fs::write(&points, features.to_string()).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+    let out = common::nexingest()
         .args(["--schema", &w.schema, "--log-format", "text", "ingest"])
         .args([
             "--dataset",

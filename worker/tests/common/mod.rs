@@ -421,11 +421,42 @@ pub async fn finished(c: tokio::process::Child) -> (String, String) {
     (stdout, stderr)
 }
 
+/// A `nexingest` child process command whose child inherits no file descriptor but stdin,
+/// stdout and stderr. Tests run in parallel threads of one process, and libnetcdf/HDF5 open
+/// files without `O_CLOEXEC`: a child forked while another test was writing a NetCDF file
+/// would keep that file's descriptor — and HDF5's `flock` on it — for its whole life, and the
+/// writer's later read of the file would fail (`NetCDF: HDF error`).
+pub fn nexingest() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"));
+    // SAFETY: `close_range` is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    c
+}
+
+/// [`nexingest`] for blocking use (`std::process`), with the same descriptor hygiene.
+pub fn nexingest_blocking() -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nexingest"));
+    // SAFETY: as in `nexingest`.
+    unsafe {
+        c.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    c
+}
+
 impl World {
     /// A `nexingest [global…] run --until-empty` process on the world's queue and buckets,
     /// then `extra` run flags; stdout and stderr captured, killed when dropped.
     pub fn spawn_worker(&self, global: &[&str], extra: &[&str]) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"))
+        nexingest()
             .args(["--schema", &self.schema])
             .args(global)
             .arg("run")
