@@ -88,13 +88,9 @@ async fn visible(w: &World, url: &str) -> usize {
         .unwrap()
 }
 
-/// A done data source whose later job (a new variable) failed: `requeue --state failed` sends
-/// that job again as recorded, the data source stays `done` throughout, and once it loads there
-/// is nothing left to requeue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_job_of_a_done_data_source_is_requeued() {
-    let Some(env) = env() else { return };
-    let w = World::new(env, "requeuedone", 1, 60).await;
+/// Uploads the CanESM5 2016 job with a corrupt `tasmax` file (the operator's "fix" is
+/// `w.upload_job(…, None)`).
+async fn upload_with_corrupt_tasmax(w: &World) {
     let corrupt = fixtures::data_dir()
         .join("corrupt")
         .join("tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
@@ -105,6 +101,16 @@ async fn a_failed_job_of_a_done_data_source_is_requeued() {
         Some(("tasmax", corrupt)),
     )
     .await;
+}
+
+/// A done data source whose later job (a new variable) failed: `requeue --state failed` sends
+/// that job again as recorded, the data source stays `done` throughout, and once it loads there
+/// is nothing left to requeue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_job_of_a_done_data_source_is_requeued() {
+    let Some(env) = env() else { return };
+    let w = World::new(env, "requeuedone", 1, 60).await;
+    upload_with_corrupt_tasmax(&w).await;
     let job = [
         "--dataset",
         "NEX-GDDP-CMIP6",
@@ -160,16 +166,7 @@ async fn a_failed_job_of_a_done_data_source_is_requeued() {
 async fn a_failed_job_is_listed_requeued_and_then_loads() {
     let Some(env) = env() else { return };
     let w = World::new(env, "requeue", 2, 60).await;
-    let corrupt = fixtures::data_dir()
-        .join("corrupt")
-        .join("tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
-    w.upload_job(
-        CMIP6_CAN.0,
-        CMIP6_CAN.2,
-        CMIP6_CAN.3,
-        Some(("tasmax", corrupt)),
-    )
-    .await;
+    upload_with_corrupt_tasmax(&w).await;
     w.enqueue(&[
         "--dataset",
         "NEX-GDDP-CMIP6",
