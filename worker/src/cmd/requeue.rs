@@ -201,6 +201,17 @@ pub struct RequeueReport {
 }
 
 impl RequeueReport {
+    /// A dry run's job: its body listed, counted as to send, reported as requeued `from`.
+    fn would_send(&mut self, job: JobSpec, from: String) {
+        self.dry_run_bodies.push(job.to_native_json());
+        self.sent += 1;
+        self.requeued.push(Requeued {
+            name: job.id(),
+            from,
+            job: Ok(job),
+        });
+    }
+
     /// What `requeue` prints.
     pub fn render(&self, cfg: &RequeueConfig) -> String {
         let mut out = String::new();
@@ -452,13 +463,7 @@ async fn requeue_data_sources(
     }
     if cfg.dry_run {
         for (r, job) in todo {
-            report.dry_run_bodies.push(job.to_native_json());
-            report.sent += 1;
-            report.requeued.push(Requeued {
-                name: job.id(),
-                from: r.state.clone(),
-                job: Ok(job),
-            });
+            report.would_send(job, r.state.clone());
         }
         return Ok(report);
     }
@@ -571,13 +576,7 @@ async fn requeue_failed_of_done(
     }
     if cfg.dry_run {
         for job in todo {
-            report.dry_run_bodies.push(job.to_native_json());
-            report.sent += 1;
-            report.requeued.push(Requeued {
-                name: job.id(),
-                from: from.into(),
-                job: Ok(job),
-            });
+            report.would_send(job, from.into());
         }
         return Ok(());
     }
