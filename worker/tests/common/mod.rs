@@ -428,14 +428,18 @@ pub async fn finished(c: tokio::process::Child) -> (String, String) {
 /// writer's later read of the file would fail (`NetCDF: HDF error`).
 pub fn nexingest() -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexingest"));
-    // SAFETY: `close_range` is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: `close_inherited` only makes an async-signal-safe system call.
     unsafe {
-        c.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
+        c.pre_exec(close_inherited);
     }
     c
+}
+
+/// In a forked child before `exec`: closes every descriptor above stderr.
+fn close_inherited() -> std::io::Result<()> {
+    // SAFETY: a plain system call on the child's own descriptor table.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    Ok(())
 }
 
 /// [`nexingest`] for blocking use (`std::process`), with the same descriptor hygiene.
@@ -444,10 +448,7 @@ pub fn nexingest_blocking() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nexingest"));
     // SAFETY: as in `nexingest`.
     unsafe {
-        c.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
+        c.pre_exec(close_inherited);
     }
     c
 }
