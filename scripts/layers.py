@@ -8,10 +8,12 @@ A module is a file under src/ (`a/b.rs` and `a/b/mod.rs` are `a::b`). An edge A 
 to a sibling. `#[cfg(test)] mod tests { ... }` blocks and files under a `tests` module are
 ignored: tests may look anywhere.
 
-Two checks:
+Three checks:
 1. No cycle between files (edges to a module's own ancestors count: a child that imports its
    parent's `mod.rs` while the parent imports it is a loop).
-2. Layers: a crate may list its top-level modules by layer in `LAYERS` below; an edge from a
+2. Sealed modules: the children of a module in `SEALED` (the worker's subcommands) may not
+   import each other.
+3. Layers: a crate may list its top-level modules by layer in `LAYERS` below; an edge from a
    lower layer to a higher one fails. Modules in the same layer may import each other as long
    as no cycle forms.
 """
@@ -19,15 +21,19 @@ import os
 import re
 import sys
 
+# Modules whose children are independent of each other (each subcommand stands alone: what
+# two commands share belongs in a library module below them).
+SEALED = {"worker": ["cmd"]}
+
 # Lowest first. Each top-level module of the crate must be in exactly one layer.
 LAYERS = {
     "worker": [
-        ["error", "logging", "metrics"],                    # leaf utilities
-        ["cli"],                                            # raw flags (clap)
-        ["config", "tls"],                                  # validated settings
-        ["catalog", "message", "locations", "db", "aws", "s3"],  # domain + clients
-        ["pipeline", "derive", "queue", "consumer", "doctor", "bench"],  # stages, library
-        ["cmd"],                                            # subcommands
+        ["error", "metrics", "catalog"],                   # leaves: errors, metrics, dataset facts
+        ["cli"],                                           # raw flags (clap)
+        ["config", "tls", "logging"],                      # validated settings
+        ["message", "locations", "db", "aws", "s3", "queue"],  # domain and clients
+        ["pipeline", "derive", "consumer", "doctor", "bench", "plot", "producer", "requeue"],  # stages
+        ["cmd"],                                           # subcommands: flags -> stages -> output
     ],
 }
 
@@ -191,6 +197,14 @@ def check(crate_dir, show_edges):
                 print(f"{crate}: {name(m)} -> {', '.join(sorted(name(d) for d in g[m]))}")
     for comp in find_cycles(g):
         problems.append(f"{crate}: import cycle: {' <-> '.join(name(m) for m in comp)}")
+    for top in SEALED.get(crate, []):
+        for a, ds in g.items():
+            for b in ds:
+                if len(a) > 1 and len(b) > 1 and a[0] == b[0] == top and a[1] != b[1]:
+                    problems.append(
+                        f"{crate}: {name(a)} imports {name(b)}: one `{top}` module may not import "
+                        f"another (move what they share into a library module)"
+                    )
     layers = LAYERS.get(crate)
     if layers:
         rank = {}

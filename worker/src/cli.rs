@@ -6,8 +6,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{AwsTimeouts, S3Access};
 use crate::metrics::MetricsFormat;
+
+/// Default of `--aws-connect-timeout`, seconds (also [`crate::config::AwsTimeouts`]'s).
+pub const DEFAULT_AWS_CONNECT_SECS: u64 = 5;
+/// Default of `--aws-read-timeout`, seconds.
+pub const DEFAULT_AWS_READ_SECS: u64 = 60;
+/// Default of `--aws-operation-timeout`, seconds.
+pub const DEFAULT_AWS_OPERATION_SECS: u64 = 120;
+/// Default of `--s3-region`: the public NEX buckets' region.
+pub const DEFAULT_S3_REGION: &str = "us-west-2";
 
 /// nexingest: load NEX-GDDP, LOCA and NEX-GDDP-CMIP6 daily grids into PostgreSQL.
 ///
@@ -115,7 +123,7 @@ pub struct AwsArgs {
 
     /// Region of the data buckets (S3), apart from the queue's: SQS takes the standard chain's
     /// region (`AWS_REGION`, profile).
-    #[arg(long, env = "NEXINGEST_S3_REGION", default_value = S3Access::DEFAULT_REGION)]
+    #[arg(long, env = "NEXINGEST_S3_REGION", default_value = DEFAULT_S3_REGION)]
     pub s3_region: String,
 
     /// Further buckets a message may name (data `bucket` override, GeoJSON location URLs),
@@ -129,7 +137,7 @@ pub struct AwsArgs {
         long,
         env = "NEXINGEST_AWS_CONNECT_TIMEOUT",
         value_name = "SECS",
-        default_value_t = AwsTimeouts::DEFAULT_CONNECT_SECS
+        default_value_t = DEFAULT_AWS_CONNECT_SECS
     )]
     pub aws_connect_timeout: u64,
 
@@ -141,7 +149,7 @@ pub struct AwsArgs {
         long,
         env = "NEXINGEST_AWS_READ_TIMEOUT",
         value_name = "SECS",
-        default_value_t = AwsTimeouts::DEFAULT_READ_SECS
+        default_value_t = DEFAULT_AWS_READ_SECS
     )]
     pub aws_read_timeout: u64,
 
@@ -151,7 +159,7 @@ pub struct AwsArgs {
         long,
         env = "NEXINGEST_AWS_OPERATION_TIMEOUT",
         value_name = "SECS",
-        default_value_t = AwsTimeouts::DEFAULT_OPERATION_SECS
+        default_value_t = DEFAULT_AWS_OPERATION_SECS
     )]
     pub aws_operation_timeout: u64,
 

@@ -5,33 +5,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::error::ConfigError;
+
 use crate::catalog::Dataset;
 use crate::cli;
-use crate::message::LocationSource;
-use crate::metrics::MetricsFormat;
-
-/// A configuration error, reported before any connection is made.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A required setting is missing.
-    #[error("{0} is required (flag or environment variable)")]
-    Missing(&'static str),
-    /// A setting has an invalid value.
-    #[error("invalid {name}: {reason}")]
-    Invalid {
-        /// Setting.
-        name: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        reason: reason.into(),
-    }
+    ConfigError::invalid(name, reason)
 }
 
 /// A validated schema name: `[a-z_][a-z0-9_]{0,62}`. Displayed as a quoted identifier.
@@ -193,11 +173,11 @@ pub struct AwsTimeouts {
 
 impl AwsTimeouts {
     /// Default `--aws-connect-timeout`, seconds.
-    pub const DEFAULT_CONNECT_SECS: u64 = 5;
+    pub const DEFAULT_CONNECT_SECS: u64 = cli::DEFAULT_AWS_CONNECT_SECS;
     /// Default `--aws-read-timeout`, seconds (above the 20 s SQS long poll).
-    pub const DEFAULT_READ_SECS: u64 = 60;
+    pub const DEFAULT_READ_SECS: u64 = cli::DEFAULT_AWS_READ_SECS;
     /// Default `--aws-operation-timeout`, seconds.
-    pub const DEFAULT_OPERATION_SECS: u64 = 120;
+    pub const DEFAULT_OPERATION_SECS: u64 = cli::DEFAULT_AWS_OPERATION_SECS;
     /// The slowest transfer rate (bytes/s) a download body may have before it is abandoned as
     /// stuck: see [`AwsTimeouts::transfer_deadline`].
     pub const MIN_TRANSFER_RATE: u64 = 32 * 1024;
@@ -311,7 +291,7 @@ pub struct S3Access {
 
 impl S3Access {
     /// Default `--s3-region`: where `nasanex` and `nex-gddp-cmip6` live.
-    pub const DEFAULT_REGION: &str = "us-west-2";
+    pub const DEFAULT_REGION: &str = cli::DEFAULT_S3_REGION;
 
     /// From flags.
     ///
@@ -473,14 +453,11 @@ impl PipelineConfig {
             return Err(invalid("--job-timeout", "must be positive"));
         }
         if let Some(n) = p.max_db_loads
-            && !(1..=crate::pipeline::throttle::MAX_SLOTS).contains(&n)
+            && !(1..=MAX_DB_LOADS).contains(&n)
         {
             return Err(invalid(
                 "--max-db-loads",
-                format!(
-                    "{n}: use 1..={} (unset for no limit)",
-                    crate::pipeline::throttle::MAX_SLOTS
-                ),
+                format!("{n}: use 1..={} (unset for no limit)", MAX_DB_LOADS),
             ));
         }
         let work_dir = p.work_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -495,6 +472,10 @@ impl PipelineConfig {
         })
     }
 }
+
+/// The largest `--max-db-loads`: the load slots are advisory locks numbered 1..=this
+/// ([`crate::pipeline::throttle`]).
+pub const MAX_DB_LOADS: u32 = 1024;
 
 /// Which queue.
 #[derive(Debug, Clone)]
@@ -528,119 +509,6 @@ impl QueueRef {
     }
 }
 
-/// Validated `run` settings.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    /// Database.
-    pub db: DbConfig,
-    /// AWS.
-    pub aws: AwsConfig,
-    /// Queue.
-    pub queue: QueueRef,
-    /// Pipeline.
-    pub pipeline: PipelineConfig,
-    /// Max jobs in flight.
-    pub jobs: usize,
-    /// Visibility each heartbeat extends to.
-    pub visibility_timeout: Duration,
-    /// Long-poll wait.
-    pub wait_time: Duration,
-    /// Drain deadline after SIGTERM.
-    pub drain_timeout: Duration,
-    /// Stop when empty.
-    pub until_empty: bool,
-    /// Attempts for transient failures per delivery.
-    pub max_attempts: usize,
-    /// Visibility after a permanent failure.
-    pub failed_visibility: Duration,
-    /// Release visibility after the first transient failure of a message; it doubles with
-    /// each receive (jittered), up to [`RunConfig::retry_visibility_max`].
-    pub retry_visibility: Duration,
-    /// Cap of the transient release visibility.
-    pub retry_visibility_max: Duration,
-    /// This worker's name in the ledger (host/pid).
-    pub worker_id: String,
-    /// Metrics output.
-    pub metrics: MetricsFormat,
-    /// CloudWatch namespace of the metrics.
-    pub metrics_namespace: String,
-    /// Location source of S3-event jobs.
-    pub event_locations: LocationSource,
-}
-
-impl RunConfig {
-    /// From flags.
-    ///
-    /// # Errors
-    /// On any invalid or missing setting.
-    pub fn from_args(g: &cli::GlobalArgs, r: &cli::RunArgs) -> Result<Self, ConfigError> {
-        if !(1..=64).contains(&r.jobs) {
-            return Err(invalid("--jobs", "1..=64"));
-        }
-        if !(3..=43_200).contains(&r.visibility_timeout) {
-            return Err(invalid("--visibility-timeout", "3..=43200 seconds"));
-        }
-        if r.wait_time > 20 {
-            return Err(invalid("--wait-time", "0..=20 seconds"));
-        }
-        if r.drain_timeout > 3600 {
-            return Err(invalid("--drain-timeout", "at most 3600 seconds"));
-        }
-        if !(1..=20).contains(&r.max_attempts) {
-            return Err(invalid("--max-attempts", "1..=20"));
-        }
-        if r.failed_visibility > 43_200 {
-            return Err(invalid("--failed-visibility", "0..=43200 seconds"));
-        }
-        if !(1..=43_200).contains(&r.retry_visibility) {
-            return Err(invalid("--retry-visibility", "1..=43200 seconds"));
-        }
-        if !(r.retry_visibility..=43_200).contains(&r.retry_visibility_max) {
-            return Err(invalid(
-                "--retry-visibility-max",
-                "at least --retry-visibility and at most 43200 seconds",
-            ));
-        }
-        let wait_time = Duration::from_secs(r.wait_time.into());
-        let aws = AwsConfig::from_args(&r.aws)?;
-        aws.timeouts.check_long_poll(wait_time)?;
-        let event_locations = LocationSource::parse(&r.event_locations, Some(&aws), false)
-            .map_err(|e| invalid("--event-locations", e))?;
-        let ns = r.metrics_namespace.trim();
-        if ns.is_empty()
-            || ns.len() > 255
-            || ns.starts_with(':')
-            || !ns
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-_/#:".contains(&b))
-        {
-            return Err(invalid(
-                "--metrics-namespace",
-                format!("{ns:?}: 1-255 of letters, digits and . - _ / # :"),
-            ));
-        }
-        Ok(RunConfig {
-            db: DbConfig::from_args(g)?,
-            aws,
-            queue: QueueRef::from_args(&r.queue)?,
-            pipeline: PipelineConfig::from_args(&r.pipeline)?,
-            jobs: r.jobs,
-            visibility_timeout: Duration::from_secs(r.visibility_timeout.into()),
-            wait_time,
-            drain_timeout: Duration::from_secs(r.drain_timeout),
-            until_empty: r.until_empty,
-            max_attempts: r.max_attempts,
-            failed_visibility: Duration::from_secs(r.failed_visibility.into()),
-            retry_visibility: Duration::from_secs(r.retry_visibility.into()),
-            retry_visibility_max: Duration::from_secs(r.retry_visibility_max.into()),
-            worker_id: worker_id(),
-            metrics: r.metrics,
-            metrics_namespace: ns.to_owned(),
-            event_locations,
-        })
-    }
-}
-
 /// `host:pid`, for the ledger and logs.
 pub fn worker_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -668,112 +536,6 @@ mod tests {
             Schema::new("x").unwrap().table("map_cell"),
             "\"x\".\"map_cell\""
         );
-    }
-
-    fn run_config(extra: &[&str]) -> Result<RunConfig, ConfigError> {
-        use clap::Parser;
-        let mut argv = vec![
-            "nexingest",
-            "--database-url",
-            "postgres://u@h/db",
-            "run",
-            "--queue-name",
-            "q",
-        ];
-        argv.extend_from_slice(extra);
-        let cli = cli::Cli::try_parse_from(argv).expect("flags parse");
-        let cli::Command::Run(r) = &cli.command else {
-            unreachable!()
-        };
-        RunConfig::from_args(&cli.global, r)
-    }
-
-    fn rejected(extra: &[&str]) -> String {
-        match run_config(extra) {
-            Err(e) => e.to_string(),
-            Ok(c) => panic!("{extra:?} accepted: {:?}", c.aws.timeouts),
-        }
-    }
-
-    #[test]
-    fn aws_timeouts_default_and_flags() {
-        let t = run_config(&[]).unwrap().aws.timeouts;
-        assert_eq!(t, AwsTimeouts::default());
-        assert_eq!(t.connect, Duration::from_secs(5));
-        assert_eq!(t.read, Duration::from_secs(60));
-        assert_eq!(t.operation, Duration::from_secs(120));
-        assert_eq!(t.attempt, None);
-        let t = run_config(&[
-            "--aws-connect-timeout",
-            "2",
-            "--aws-read-timeout",
-            "30",
-            "--aws-operation-timeout",
-            "300",
-            "--aws-attempt-timeout",
-            "100",
-        ])
-        .unwrap()
-        .aws
-        .timeouts;
-        assert_eq!(
-            t,
-            AwsTimeouts {
-                connect: Duration::from_secs(2),
-                read: Duration::from_secs(30),
-                operation: Duration::from_secs(300),
-                attempt: Some(Duration::from_secs(100)),
-            }
-        );
-        // A shorter long poll allows a shorter read timeout.
-        let t = run_config(&["--wait-time", "1", "--aws-read-timeout", "6"]).unwrap();
-        assert_eq!(t.aws.timeouts.read, Duration::from_secs(6));
-    }
-
-    #[test]
-    fn aws_timeouts_are_validated_naming_the_flag() {
-        for flag in [
-            "--aws-connect-timeout",
-            "--aws-read-timeout",
-            "--aws-operation-timeout",
-            "--aws-attempt-timeout",
-        ] {
-            let e = rejected(&[flag, "0"]);
-            assert!(e.contains(flag) && e.contains("1..=86400"), "{e}");
-        }
-        let e = rejected(&["--aws-read-timeout", "20"]);
-        assert!(
-            e.contains("--aws-read-timeout") && e.contains("--wait-time 20") && e.contains("25"),
-            "{e}"
-        );
-        let e = rejected(&["--wait-time", "10", "--aws-operation-timeout", "12"]);
-        assert!(e.contains("--aws-operation-timeout"), "{e}");
-        let e = rejected(&["--aws-attempt-timeout", "10"]);
-        assert!(e.contains("--aws-attempt-timeout"), "{e}");
-        let e = rejected(&["--aws-attempt-timeout", "200"]);
-        assert!(
-            e.contains("--aws-attempt-timeout") && e.contains("--aws-operation-timeout"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn s3_access_defaults_and_flags() {
-        let a = run_config(&[]).unwrap().aws.s3;
-        assert_eq!(a, S3Access::default());
-        assert_eq!((a.region.as_str(), a.no_sign_request), ("us-west-2", false));
-        let a = run_config(&["--s3-no-sign-request", "--s3-region", "eu-central-1"])
-            .unwrap()
-            .aws
-            .s3;
-        assert_eq!(
-            (a.region.as_str(), a.no_sign_request),
-            ("eu-central-1", true)
-        );
-        for bad in ["", "US West", "us_west_2"] {
-            let e = rejected(&["--s3-region", bad]);
-            assert!(e.contains("--s3-region"), "{e}");
-        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn pool(cfg: &DbConfig, size: usize) -> Result<Pool, JobError> {
 /// as [`pool`]; the connection task is spawned on the current runtime.
 ///
 /// # Errors
-/// As [`pool`], and connection errors (with the TLS hints of [`crate::tls::hint`]).
+/// As [`pool`], and connection errors (with the TLS hints of [`JobError`]'s conversion).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, JobError> {
     let (pg, tls) = settings(url)?;
     let (client, conn) = pg.connect(tls).await?;

@@ -1,7 +1,48 @@
 //! The worker's concrete error: every failure of a job is sorted into transient (retry, let
-//! another delivery try again) or permanent (record on `data_source`, leave for the DLQ).
+//! another delivery try again) or permanent (record on `data_source`, leave for the DLQ); a bad
+//! setting is a [`ConfigError`], reported before anything connects. The lowest layer of the
+//! crate: it imports nothing of it.
 
 use std::fmt;
+
+/// A configuration error, reported before any connection is made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is missing.
+    #[error("{0} is required (flag or environment variable)")]
+    Missing(&'static str),
+    /// A setting has an invalid value.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// Setting.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// A setting with an invalid value: `name` (the flag) and why, with the fix.
+    pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A server certificate the TLS verifier ([`crate::tls`]) refused, with the fix in its text.
+#[derive(Debug)]
+pub struct VerifyError(pub String);
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for VerifyError {}
 
 /// Whether a failure may go away by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +184,8 @@ impl From<tokio_postgres::Error> for JobError {
         // One classification for the worker and the loader (pgcopy): by SQLSTATE, else a
         // closed connection or an I/O error (timeouts included) is transient; but a server
         // certificate that does not verify is a setting to fix, not worth a retry.
-        let transient = pgcopy::pg_error_is_retryable(&e) && !crate::tls::is_verification_error(&e);
-        let mut message = match (e.as_db_error(), crate::tls::verification_message(&e)) {
+        let transient = pgcopy::pg_error_is_retryable(&e) && !is_tls_verification_error(&e);
+        let mut message = match (e.as_db_error(), tls_verification_message(&e)) {
             (None, Some(why)) => why,
             (Some(db), _) => format!(
                 "{} ({}){}",
@@ -167,7 +208,7 @@ impl From<tokio_postgres::Error> for JobError {
                 s
             }
         };
-        if let Some(hint) = crate::tls::hint(&e) {
+        if let Some(hint) = tls_hint(&e) {
             message.push_str("; ");
             message.push_str(hint);
         }
@@ -190,6 +231,68 @@ impl From<deadpool_postgres::PoolError> for JobError {
             },
         }
     }
+}
+
+/// Hints for connection errors whose cause is the TLS setting: the server refuses a plain
+/// connection (`pg_hba.conf` `hostssl`, RDS `rds.force_ssl=1`), or offers no TLS where it is
+/// required.
+fn tls_hint(e: &tokio_postgres::Error) -> Option<&'static str> {
+    if let Some(db) = e.as_db_error() {
+        let m = db.message();
+        if db.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && (m.contains("no encryption") || m.contains("SSL off"))
+        {
+            return Some(
+                "the server accepts this connection only over TLS: set sslmode=require (better: \
+                 verify-full with sslrootcert) in the database URL",
+            );
+        }
+        return None;
+    }
+    let text = e.to_string();
+    if text.contains("server does not support TLS") {
+        return Some(
+            "the server does not offer TLS: turn on ssl on the server, or use sslmode=prefer or \
+             disable",
+        );
+    }
+    None
+}
+
+/// The explanation of a certificate the verifier refused (what to change), when that is why
+/// the connection failed.
+fn tls_verification_message(e: &tokio_postgres::Error) -> Option<String> {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+                io.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>())
+            && let Some(v) = other.0.downcast_ref::<VerifyError>()
+        {
+            return Some(format!("TLS handshake failed: {v}"));
+        }
+        src = s.source();
+    }
+    None
+}
+
+/// Whether a connection error is a TLS verification failure (a setting to fix, not worth a
+/// retry).
+fn is_tls_verification_error(e: &tokio_postgres::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(r) = io.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>())
+            && matches!(
+                r,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

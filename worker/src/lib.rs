@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod consumer;
 pub mod db;
 pub mod derive;
 pub mod error;

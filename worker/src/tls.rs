@@ -36,7 +36,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::ConfigError;
+use crate::error::{ConfigError, VerifyError};
 
 /// libpq's `sslmode`, less `allow` (which tokio-postgres cannot do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -498,18 +498,6 @@ struct Verifier {
     provider: Arc<CryptoProvider>,
 }
 
-/// A verification failure with the fix in its text.
-#[derive(Debug)]
-struct VerifyError(String);
-
-impl fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for VerifyError {}
-
 impl Verifier {
     fn explain(&self, e: rustls::Error, host: &ServerName<'_>) -> rustls::Error {
         let msg = match &e {
@@ -624,68 +612,6 @@ impl ServerCertVerifier for Verifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// Hints for connection errors whose cause is the TLS setting: the server refuses a plain
-/// connection (`pg_hba.conf` `hostssl`, RDS `rds.force_ssl=1`), or offers no TLS where it is
-/// required.
-pub fn hint(e: &tokio_postgres::Error) -> Option<&'static str> {
-    if let Some(db) = e.as_db_error() {
-        let m = db.message();
-        if db.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-            && (m.contains("no encryption") || m.contains("SSL off"))
-        {
-            return Some(
-                "the server accepts this connection only over TLS: set sslmode=require (better: \
-                 verify-full with sslrootcert) in the database URL",
-            );
-        }
-        return None;
-    }
-    let text = e.to_string();
-    if text.contains("server does not support TLS") {
-        return Some(
-            "the server does not offer TLS: turn on ssl on the server, or use sslmode=prefer or \
-             disable",
-        );
-    }
-    None
-}
-
-/// The explanation of a certificate the verifier refused (what to change), when that is why
-/// the connection failed.
-pub fn verification_message(e: &tokio_postgres::Error) -> Option<String> {
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
-                io.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>())
-            && let Some(v) = other.0.downcast_ref::<VerifyError>()
-        {
-            return Some(format!("TLS handshake failed: {v}"));
-        }
-        src = s.source();
-    }
-    None
-}
-
-/// Whether a connection error is a TLS verification failure (a setting to fix, not worth a
-/// retry).
-pub fn is_verification_error(e: &tokio_postgres::Error) -> bool {
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && let Some(r) = io.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>())
-            && matches!(
-                r,
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-            )
-        {
-            return true;
-        }
-        src = s.source();
-    }
-    false
 }
 
 #[cfg(test)]

@@ -217,7 +217,7 @@ fn derive_config(w: &World, args: &[&str]) -> Result<DeriveConfig, String> {
     let Command::DeriveHistoric(a) = &cli.command else {
         unreachable!()
     };
-    DeriveConfig::from_args(w.db(), a).map_err(|e| format!("{e:#}"))
+    worker::cmd::derive_historic::config(w.db(), a).map_err(|e| format!("{e:#}"))
 }
 
 async fn derive(w: &World, args: &[&str]) -> Result<Report, String> {

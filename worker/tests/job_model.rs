@@ -5,7 +5,7 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use worker::cmd::run::RunSummary;
+use worker::consumer::RunSummary;
 
 use common::{World, consume, env};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{World, consume, env};
 use nexdecode::{CellSelection, DecodeOptions, GridFile};
-use worker::cmd::run::{RunSummary, run};
+use worker::consumer::{RunSummary, run};
 
 const NEX_GDDP: (&str, &str, &str, i64) = ("NEX-GDDP", "rcp85", "ACCESS1-0", 2008);
 const CMIP6_360: (&str, &str, &str, i64) = ("NEX-GDDP-CMIP6", "ssp585", "UKESM1-0-LL", 2015);

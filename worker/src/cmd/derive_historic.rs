@@ -6,8 +6,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::DeriveHistoricArgs;
+use crate::config::DbConfig;
 use crate::derive::{self, DeriveConfig, Observer, Period, PeriodReport, Report};
 
 /// How many left-out cells the summary lists one by one per period.
@@ -38,6 +41,36 @@ impl Observer for Bar {
 /// Runs the command; returns the summary.
 ///
 /// # Errors
+/// `derive-historic`'s flags validated into its settings.
+///
+/// # Errors
+/// Invalid periods, cell selection, `--jobs` or `--streams`.
+pub fn config(db: DbConfig, a: &DeriveHistoricArgs) -> anyhow::Result<DeriveConfig> {
+    let periods = a
+        .periods
+        .as_deref()
+        .map(derive::periods::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--periods: {e}"))?;
+    let cells = derive::Cells::parse(&a.cells).map_err(|e| anyhow::anyhow!("--cells: {e}"))?;
+    let jobs = match a.jobs {
+        Some(0) => bail!("--jobs must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    if !(1..=16).contains(&a.streams) {
+        bail!("--streams must be 1 to 16");
+    }
+    Ok(DeriveConfig {
+        db,
+        dataset: a.dataset.clone(),
+        periods,
+        cells,
+        jobs,
+        streams: a.streams,
+    })
+}
+
 /// As [`derive::run`].
 pub async fn run(cfg: &DeriveConfig, progress: bool) -> anyhow::Result<String> {
     let bar = if progress {

@@ -11,7 +11,7 @@ use crate::cli::IngestArgs;
 use crate::config::{DbConfig, PipelineConfig, worker_id};
 use crate::db;
 use crate::message::{JobSpec, LocationSource};
-use crate::pipeline::state::Started;
+use crate::pipeline::attempt::Failed;
 use crate::pipeline::{self, Attempt, Event, Inputs, Observer, Pipeline};
 
 struct Bar(ProgressBar);
@@ -84,7 +84,6 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         );
         return Ok(true);
     }
-    let attempt_no = pl.begin_attempt(&prepared).await?;
     // Shows `jobs` this attempt's process is alive (a `run` worker does so with its heartbeat).
     let beat = {
         let ds = prepared.data_source_id;
@@ -108,12 +107,12 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
         observer: Some(observer),
         ..attempt
     };
-    let started = Started::now();
     let t = Instant::now();
-    // The pipeline's lines carry the job from this span (as the consumer's do).
+    // The pipeline's lines carry the job from this span (as the consumer's do). One attempt,
+    // started, run and (on failure) recorded as the consumer's are; no time limit.
     let inputs = Inputs::Local(files);
     let work = pl
-        .execute(&spec, &prepared, &plan, &inputs, &attempt)
+        .run_attempt(&spec, &prepared, &plan, &inputs, &attempt, None)
         .instrument(tracing::info_span!("job", job = %spec.id()));
     let r = tokio::select! {
         r = work => r,
@@ -144,19 +143,7 @@ pub async fn run(dbc: &DbConfig, p: &PipelineConfig, a: &IngestArgs) -> anyhow::
             );
             Ok(true)
         }
-        Err(e) => {
-            let permanent = !e.is_transient();
-            pl.record_failure(
-                &spec,
-                &prepared,
-                Some(&plan),
-                &e,
-                permanent,
-                &attempt,
-                Some(attempt_no),
-                started,
-            )
-            .await?;
+        Err(Failed { error: e, .. }) => {
             eprintln!("{}: failed ({}): {e}", spec.id(), e.class());
             Ok(false)
         }

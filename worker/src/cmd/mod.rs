@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, PlotKind};
-use crate::config::{AwsConfig, DbConfig, PipelineConfig, RunConfig};
+use crate::config::{AwsConfig, DbConfig, PipelineConfig};
 
 pub mod bench;
 pub mod derive_historic;
@@ -62,9 +62,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(a) => {
-            let cfg = RunConfig::from_args(g, a)?;
-            // `run` logs its summary (and writes its metrics' totals) when it stops.
-            run::run(cfg, shutdown_signal()).await?;
+            run::run(g, a).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(a) => {
@@ -93,7 +91,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DeriveHistoric(a) => {
             let db = DbConfig::from_args(g)?;
-            let cfg = crate::derive::DeriveConfig::from_args(db, a)?;
+            let cfg = derive_historic::config(db, a)?;
             let out = derive_historic::run(&cfg, !a.no_progress).await?;
             print!("{out}");
             Ok(ExitCode::SUCCESS)

@@ -55,38 +55,6 @@ pub struct DeriveConfig {
     pub streams: usize,
 }
 
-impl DeriveConfig {
-    /// From the command line.
-    ///
-    /// # Errors
-    /// Invalid periods, cell selection, `--jobs` or `--streams`.
-    pub fn from_args(db: DbConfig, a: &crate::cli::DeriveHistoricArgs) -> anyhow::Result<Self> {
-        let periods = a
-            .periods
-            .as_deref()
-            .map(periods::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--periods: {e}"))?;
-        let cells = Cells::parse(&a.cells).map_err(|e| anyhow::anyhow!("--cells: {e}"))?;
-        let jobs = match a.jobs {
-            Some(0) => bail!("--jobs must be at least 1"),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        };
-        if !(1..=16).contains(&a.streams) {
-            bail!("--streams must be 1 to 16");
-        }
-        Ok(DeriveConfig {
-            db,
-            dataset: a.dataset.clone(),
-            periods,
-            cells,
-            jobs,
-            streams: a.streams,
-        })
-    }
-}
-
 /// A model left out of a cell's percentile baselines because it lacks years of the period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeftOut {

@@ -34,8 +34,8 @@ use super::plan::{self, CellPlan, JobPlan, PointIds};
 use super::state::{self, JobState, LedgerEntry, Outcome, Prepared, Started};
 use super::{Attempt, Event, Loaded, Observer, Pipeline};
 use crate::catalog;
-use crate::cmd::import_locations;
 use crate::error::JobError;
+use crate::locations::import as import_locations;
 use crate::message::JobSpec;
 
 /// Up to this many cells, a load looks up its cells' existing rows by id.

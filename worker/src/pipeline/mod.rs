@@ -14,12 +14,12 @@
 //!    `data_source` state and the ledger entry; commit only while the message is still ours.
 //!
 //! [`Pipeline::execute`] runs stages 3–6 for a planned job; a failed attempt leaves the
-//! database as it was (apart from its own ledger entry).
+//! database as it was (apart from its own ledger entry). [`attempt`] holds one delivery's
+//! context and [`Pipeline::run_attempt`], which `run` (with retries) and `ingest` share: start
+//! the attempt on the ledger, execute it within the job timeout, record its failure.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
 
@@ -28,6 +28,7 @@ use crate::config::{PipelineConfig, Schema};
 use crate::error::JobError;
 use crate::message::{JobSpec, LocationSource};
 
+pub mod attempt;
 pub mod cells;
 pub mod decode;
 pub mod fetch;
@@ -36,6 +37,7 @@ pub mod plan;
 pub mod state;
 pub mod throttle;
 
+pub use attempt::{Attempt, CommitGate, MemoryGrant};
 pub use fetch::FetchCache;
 pub use plan::{CellPlan, JobPlan};
 pub use state::{JobState, Prepared};
@@ -79,124 +81,6 @@ pub enum Event {
 pub trait Observer: Send + Sync {
     /// One event.
     fn event(&self, e: Event);
-}
-
-/// Decides, once, between committing an attempt and abandoning it because its message is
-/// lost (the heartbeat could not extend its visibility, so another worker may have it).
-///
-/// The commit itself is guarded: [`CommitGate::begin_commit`] and [`CommitGate::lose`] race
-/// on one atomic, so either the heartbeat learns the message is lost first and the attempt
-/// rolls back, or the commit was already under way (and a later delivery finds the job done
-/// and drops itself).
-#[derive(Debug, Default)]
-pub struct CommitGate(AtomicU8);
-
-const GATE_OPEN: u8 = 0;
-const GATE_LOST: u8 = 1;
-const GATE_COMMITTING: u8 = 2;
-
-impl CommitGate {
-    /// Marks the message lost. Returns false when a commit had already begun.
-    pub fn lose(&self) -> bool {
-        match self
-            .0
-            .compare_exchange(GATE_OPEN, GATE_LOST, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) => true,
-            Err(v) => v == GATE_LOST,
-        }
-    }
-
-    /// Whether the message is known lost.
-    pub fn is_lost(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == GATE_LOST
-    }
-
-    /// Claims the right to commit. Returns false when the message is known lost.
-    pub fn begin_commit(&self) -> bool {
-        match self.0.compare_exchange(
-            GATE_OPEN,
-            GATE_COMMITTING,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        ) {
-            Ok(_) => true,
-            Err(v) => v == GATE_COMMITTING,
-        }
-    }
-
-    /// Re-opens the gate after an attempt that did not commit (a retry may commit).
-    pub fn reopen(&self) {
-        let _ = self.0.compare_exchange(
-            GATE_COMMITTING,
-            GATE_OPEN,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-    }
-}
-
-/// One delivery's context, shared by its attempts.
-#[derive(Clone, Default)]
-pub struct Attempt {
-    /// SQS message id (ledger).
-    pub message_id: Option<String>,
-    /// SQS receive count (ledger).
-    pub receive_count: Option<i32>,
-    /// Whether the attempt may still commit.
-    pub gate: Arc<CommitGate>,
-    /// Files fetched so far, reused by later attempts of the same delivery.
-    pub files: Arc<FetchCache>,
-    /// Progress receiver.
-    pub observer: Option<Arc<dyn Observer>>,
-    /// Milliseconds this delivery's attempts have waited for a database load slot so far
-    /// (grows while they wait; not counted against the job timeout).
-    pub slot_wait_ms: Arc<AtomicU64>,
-    /// The delivery's share of `run`'s memory budget (none for `ingest`).
-    pub memory: Arc<MemoryGrant>,
-}
-
-/// A job's share of `run`'s memory budget (`--memory-budget-mb`, MiB permits of a
-/// semaphore). Taken at the job's worst case ([`estimate_bytes`]) before it decodes; once its
-/// variables are decoded it is cut to what the decoded blocks hold, so the next job can
-/// download and decode while this one loads (a whole-grid NEX-GDDP-CMIP6 job is estimated at
-/// 3.6 GB, the full grid, but holds ~1.7 GB, its data cells).
-#[derive(Debug, Default)]
-pub struct MemoryGrant(std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
-
-impl MemoryGrant {
-    /// Holds `permit` (giving back any earlier one).
-    pub fn hold(&self, permit: tokio::sync::OwnedSemaphorePermit) {
-        *self.0.lock().expect("memory grant") = Some(permit);
-    }
-
-    /// Gives back all but `mb` MiB of the share; returns the MiB held now (0 when none).
-    pub fn shrink_to(&self, mb: u32) -> u32 {
-        let mut g = self.0.lock().expect("memory grant");
-        match g.as_mut() {
-            Some(p) => {
-                let held = p.num_permits();
-                if (mb as usize) < held {
-                    drop(p.split(held - mb.max(1) as usize));
-                }
-                p.num_permits() as u32
-            }
-            None => 0,
-        }
-    }
-
-    /// Gives the whole share back.
-    pub fn release(&self) {
-        self.0.lock().expect("memory grant").take();
-    }
-}
-
-impl Attempt {
-    fn emit(&self, e: Event) {
-        if let Some(o) = &self.observer {
-            o.event(e);
-        }
-    }
 }
 
 /// What a successful attempt did.

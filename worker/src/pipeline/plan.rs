@@ -21,8 +21,8 @@ use tracing::warn;
 use super::Pipeline;
 use super::state::Prepared;
 use crate::catalog;
-use crate::cmd::import_locations;
 use crate::error::JobError;
+use crate::locations::import as import_locations;
 use crate::locations::{self, NewLocation, PointOptions, Polygon};
 use crate::message::{JobSpec, LocationSource};
 

@@ -34,7 +34,7 @@ pub const LOAD_KEY: &str = "nexingest.load.";
 /// Prefix of the waiting markers' lock key (`hashtext(prefix || schema)`).
 pub const WAIT_KEY: &str = "nexingest.wait.";
 /// Largest `--max-db-loads`.
-pub const MAX_SLOTS: u32 = 1024;
+pub const MAX_SLOTS: u32 = crate::config::MAX_DB_LOADS;
 /// How long a slot stays held after a failed load, waiting for the load's server process to
 /// go away.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(120);

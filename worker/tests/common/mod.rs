@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use worker::cli::{Cli, Command};
 use worker::config::{
-    AwsConfig, AwsTimeouts, DbConfig, PipelineConfig, QueueRef, RunConfig, S3Access, Schema,
+    AwsConfig, AwsTimeouts, DbConfig, PipelineConfig, QueueRef, S3Access, Schema,
 };
+use worker::consumer::RunConfig;
 
 /// Addresses of the local services.
 #[derive(Clone, Debug)]
@@ -396,10 +397,10 @@ impl World {
 }
 
 /// Runs the consumer in-process on `cfg` until its queue is empty (at most 150 s).
-pub async fn consume(cfg: RunConfig) -> worker::cmd::run::RunSummary {
+pub async fn consume(cfg: RunConfig) -> worker::consumer::RunSummary {
     tokio::time::timeout(
         Duration::from_secs(150),
-        worker::cmd::run::run(cfg, std::future::pending()),
+        worker::consumer::run(cfg, std::future::pending()),
     )
     .await
     .expect("consumer finished in time")

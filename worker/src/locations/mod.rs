@@ -1,11 +1,15 @@
 //! GeoJSON location input: points (FeatureCollection) for the `location` table, polygons for
 //! boundary jobs. Each feature is checked on its own so bad ones are reported by index.
+//! [`import`] reads such documents (file or S3) and upserts their points, for jobs and for
+//! `nexingest import-locations` alike.
 
 use std::fmt;
 
 use geojson::{Feature, GeometryValue};
 use nexdecode::{CellIndex, Grid};
 use serde_json::Value;
+
+pub mod import;
 
 /// A location ready for the `location` table.
 #[derive(Debug, Clone, PartialEq)]
