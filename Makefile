@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := eval "$$(scripts/services.sh env)"
 
-.PHONY: demo test deps services stop lint audit unit bench fixtures
+.PHONY: demo test deps services stop lint layers audit unit bench fixtures
 
 deps:
 	scripts/deps.sh
@@ -20,9 +20,15 @@ demo: services
 	$(ENV) && scripts/demo.sh
 
 lint: deps
+	python3 scripts/layers.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	scripts/audit.sh
+
+# No import cycle in any crate, no import from a lower layer of the worker to a higher one
+# (part of lint; the layers are listed in the script).
+layers:
+	python3 scripts/layers.py
 
 # Dependencies against the RustSec database in ../shared/advisory-db, offline (part of lint).
 audit:
