@@ -1,9 +1,22 @@
 //! `worker`: the nexingest queue worker, its job pipeline and its subcommands.
 //!
 //! The binary (`nexingest`, `src/main.rs`) only parses flags and dispatches to
-//! [`cmd::dispatch`]; each subcommand lives in its own module under [`cmd`] and takes a
-//! validated configuration (see [`config`]). The long-running consumer is
-//! [`cmd::run::run`]`(config, shutdown)`, so tests drive it with any shutdown future.
+//! [`cmd::dispatch`]; each subcommand lives in its own module under [`cmd`], turns its flags
+//! into validated settings (see [`config`]) and calls the library below. The long-running
+//! consumer is [`consumer::run`]`(config, shutdown)`, so tests drive it with any shutdown
+//! future.
+//!
+//! The modules form layers, each importing only those below it (`scripts/layers.py` checks it
+//! in `make test`):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | leaves | [`error`], [`metrics`], [`catalog`] |
+//! | flags | [`cli`] |
+//! | settings | [`config`], [`tls`], [`logging`] |
+//! | domain and clients | [`message`], [`locations`], [`db`], [`aws`], [`s3`], [`queue`] |
+//! | stages | [`pipeline`], [`consumer`], [`derive`] |
+//! | commands | [`cmd`] |
 //!
 //! ```
 //! use worker::message::{parse, Message};

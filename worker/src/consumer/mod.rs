@@ -3,13 +3,13 @@
 //!
 //! - [`run`] (this module): the receive loop, capacity (`--jobs`), `--until-empty`, and the
 //!   drain after shutdown;
-//! - [`delivery`]: one message from parse to delete or release: resolve it into a job, take
+//! - `delivery`: one message from parse to delete or release: resolve it into a job, take
 //!   the memory share, run its attempts ([`crate::pipeline::Pipeline::run_attempt`], shared
 //!   with `ingest`) with retries, decide the message's fate;
-//! - [`visibility`]: the heartbeat, release with backoff, delete;
-//! - [`report`]: each delivery's one log line and metrics record.
+//! - `visibility`: the heartbeat, release with backoff, delete;
+//! - `report`: each delivery's one log line and metrics record.
 //!
-//!
+//! Behaviour:
 //! - Long-polls (`--wait-time`, 20 s) for up to the free capacity (`--jobs` minus jobs in
 //!   flight); each job also takes its share of the memory budget before decoding.
 //! - Each in-flight message gets a heartbeat that extends its visibility every third of
