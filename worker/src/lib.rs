@@ -19,12 +19,14 @@
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod db;
 pub mod derive;
+pub mod doctor;
 pub mod error;
 pub mod locations;
 pub mod logging;

@@ -444,8 +444,8 @@ async fn doctor_checks_the_local_cluster() {
     let Command::Doctor(a) = &c.command else {
         unreachable!()
     };
-    let cfg = worker::cmd::doctor::DoctorConfig::from_args(a).unwrap();
-    let r = worker::cmd::doctor::run(&w.db(), &cfg).await.unwrap();
+    let cfg = worker::doctor::DoctorConfig::from_args(a).unwrap();
+    let r = worker::doctor::run(&w.db(), &cfg).await.unwrap();
     let text = r.render(false);
     for name in [
         "server version",
@@ -463,7 +463,7 @@ async fn doctor_checks_the_local_cluster() {
     }
     assert!(!r.failed, "{text}");
     let status = |n: &str| r.checks.iter().find(|c| c.name == n).unwrap().status;
-    use worker::cmd::doctor::Status;
+    use worker::doctor::Status;
     assert_eq!(status("schema"), Status::Ok, "{text}");
     assert_eq!(status("array storage"), Status::Ok, "{text}");
     assert_eq!(status("TLS"), Status::Ok, "{text}");
@@ -481,9 +481,9 @@ async fn doctor_checks_the_local_cluster() {
     let Command::Doctor(a) = &c.command else {
         unreachable!()
     };
-    let r = worker::cmd::doctor::run(
+    let r = worker::doctor::run(
         &w.db(),
-        &worker::cmd::doctor::DoctorConfig::from_args(a).unwrap(),
+        &worker::doctor::DoctorConfig::from_args(a).unwrap(),
     )
     .await
     .unwrap();
@@ -513,12 +513,9 @@ async fn doctor_checks_the_local_cluster() {
         unreachable!()
     };
     let db = worker::config::DbConfig::from_args(&c.global).unwrap();
-    let r = worker::cmd::doctor::run(
-        &db,
-        &worker::cmd::doctor::DoctorConfig::from_args(a).unwrap(),
-    )
-    .await
-    .unwrap();
+    let r = worker::doctor::run(&db, &worker::doctor::DoctorConfig::from_args(a).unwrap())
+        .await
+        .unwrap();
     assert!(r.failed);
 
     // The binary prints its checks and exits with their status.
