@@ -26,7 +26,8 @@ LAYERS = {
         ["cli"],                                            # raw flags (clap)
         ["config", "tls"],                                  # validated settings
         ["catalog", "message", "locations", "db", "aws", "s3"],  # domain + clients
-        ["pipeline", "derive", "queue", "consumer", "doctor", "bench"],  # stages, library
+        ["pipeline", "derive", "queue", "consumer", "doctor", "bench",  # stages, library
+         "plot", "producer", "requeue"],
         ["cmd"],                                            # subcommands
     ],
 }

@@ -33,6 +33,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod plot;
 pub mod queue;
 pub mod s3;
 pub mod tls;

@@ -673,7 +673,7 @@ fn px(img: &(u32, u32, Vec<u8>), x: i32, y: i32) -> [u8; 3] {
 
 #[test]
 fn plot_map_colours_the_data_cells_and_greys_the_rest() {
-    use worker::cmd::plot::render;
+    use worker::plot::render;
     let fixture = fixtures::set::committed()
         .into_iter()
         .find(|f| f.rel_path == "nex-gddp/tasmax_day_BCSD_rcp85_r1i1p1_ACCESS1-0_2008.nc")
@@ -708,7 +708,7 @@ fn plot_map_colours_the_data_cells_and_greys_the_rest() {
     assert_eq!((img.0, img.1), (640, 480));
 
     // Where each cell landed (the same layout as the command's).
-    let data = worker::cmd::plot::map_data(a).unwrap();
+    let data = worker::plot::map_data(&worker::cmd::plot::map_request(a)).unwrap();
     let (canvas, layout) = render::map(&data, 640, 480).unwrap();
     let (nlat, nlon) = (data.lat.len(), data.lon.len());
     assert_eq!(
@@ -760,7 +760,7 @@ fn plot_map_colours_the_data_cells_and_greys_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plot_series_draws_the_models_median_and_band() {
-    use worker::cmd::plot::render;
+    use worker::plot::render;
     let Some(env) = env() else { return };
     let w = World::new(env, "plotseries", 3, 60).await;
     // Two models: the fixture as ACCESS1-0, and the same files as CCSM4 shifted by +3 K.
@@ -815,7 +815,8 @@ async fn plot_series_draws_the_models_median_and_band() {
     let PlotKind::Series(a) = &p.kind else {
         unreachable!()
     };
-    let data = worker::cmd::plot::series_data(&w.db(), a).await.unwrap();
+    let req = worker::cmd::plot::series_request(a).unwrap();
+    let data = worker::plot::series_data(&w.db(), &req).await.unwrap();
     assert_eq!(data.days.len(), 366);
     assert!(data.title.contains("2 models"), "{}", data.title);
     assert_eq!(data.value_label, "tasmax (K)");
