@@ -34,6 +34,8 @@ pub mod message;
 pub mod metrics;
 pub mod pipeline;
 pub mod plot;
+pub mod producer;
 pub mod queue;
+pub mod requeue;
 pub mod s3;
 pub mod tls;

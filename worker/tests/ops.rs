@@ -50,7 +50,7 @@ fn with_aws(w: &World, args: &[&str]) -> Vec<String> {
     v
 }
 
-async fn jobs(w: &World, args: &[&str]) -> worker::cmd::jobs::JobsReport {
+async fn jobs(w: &World, args: &[&str]) -> worker::producer::jobs::JobsReport {
     let mut argv = vec!["jobs"];
     argv.extend_from_slice(args);
     let c = cli(w, &argv);
@@ -64,8 +64,8 @@ async fn requeue(
     w: &World,
     args: &[&str],
 ) -> (
-    worker::cmd::requeue::RequeueReport,
-    worker::cmd::requeue::RequeueConfig,
+    worker::requeue::RequeueReport,
+    worker::requeue::RequeueConfig,
 ) {
     let mut argv = vec!["requeue".to_owned()];
     argv.extend(with_aws(w, args));
@@ -74,8 +74,8 @@ async fn requeue(
     let Command::Requeue(a) = &c.command else {
         unreachable!()
     };
-    let cfg = worker::cmd::requeue::RequeueConfig::from_args(&c.global, a).expect("config");
-    let report = worker::cmd::requeue::run(&cfg).await.expect("requeue");
+    let cfg = worker::requeue::RequeueConfig::from_args(&c.global, a).expect("config");
+    let report = worker::requeue::run(&cfg).await.expect("requeue");
     (report, cfg)
 }
 
@@ -242,9 +242,9 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
     let Command::Requeue(a) = &c.command else {
         unreachable!()
     };
-    let cfg = worker::cmd::requeue::RequeueConfig::from_args(&c.global, a).unwrap();
+    let cfg = worker::requeue::RequeueConfig::from_args(&c.global, a).unwrap();
     assert!(cfg.queue.is_none());
-    let rep = worker::cmd::requeue::run(&cfg).await.unwrap();
+    let rep = worker::requeue::run(&cfg).await.unwrap();
     assert_eq!(rep.requeued.len(), 1);
     assert_eq!(w.state().await, "failed");
     assert_eq!(visible(&w, &w.queue_url).await, 0);

@@ -282,7 +282,7 @@ impl World {
     }
 
     /// [`World::enqueue`] with its whole report (input check, skipped jobs).
-    pub async fn enqueue_report(&self, args: &[&str]) -> worker::cmd::enqueue::EnqueueReport {
+    pub async fn enqueue_report(&self, args: &[&str]) -> worker::producer::EnqueueReport {
         let mut argv: Vec<String> = vec![
             "nexingest".into(),
             "--database-url".into(),
@@ -309,8 +309,8 @@ impl World {
             unreachable!()
         };
         let cfg =
-            worker::cmd::enqueue::EnqueueConfig::from_args(&cli.global, a).expect("enqueue config");
-        worker::cmd::enqueue::run(&cfg).await.expect("enqueue")
+            worker::producer::EnqueueConfig::from_args(&cli.global, a).expect("enqueue config");
+        worker::producer::enqueue(&cfg).await.expect("enqueue")
     }
 
     pub async fn send_raw(&self, bodies: &[&str]) {
