@@ -88,21 +88,6 @@ async fn visible(w: &World, url: &str) -> usize {
         .unwrap()
 }
 
-/// Uploads the CanESM5 2016 job with a corrupt `tasmax` file (the operator's "fix" is
-/// `w.upload_job(…, None)`).
-async fn upload_with_corrupt_tasmax(w: &World) {
-    let corrupt = fixtures::data_dir()
-        .join("corrupt")
-        .join("tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
-    w.upload_job(
-        CMIP6_CAN.0,
-        CMIP6_CAN.2,
-        CMIP6_CAN.3,
-        Some(("tasmax", corrupt)),
-    )
-    .await;
-}
-
 /// A done data source whose later job (a new variable) failed: `requeue --state failed` sends
 /// that job again as recorded, the data source stays `done` throughout, and once it loads there
 /// is nothing left to requeue.
@@ -110,23 +95,12 @@ async fn upload_with_corrupt_tasmax(w: &World) {
 async fn a_failed_job_of_a_done_data_source_is_requeued() {
     let Some(env) = env() else { return };
     let w = World::new(env, "requeuedone", 1, 60).await;
-    upload_with_corrupt_tasmax(&w).await;
-    let job = [
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-    ];
-    w.enqueue(&[&job[..], &["--variables", "tasmin,pr"]].concat())
+    w.upload_with_corrupt_tasmax().await;
+    w.enqueue_job(CMIP6_CAN, &["--variables", "tasmin,pr"])
         .await;
     assert_eq!(consume(w.run_config()).await.done, 1);
     let rows = w.count("SELECT count(*) FROM climate_data_year").await;
-    w.enqueue(&[&job[..], &["--variables", "tasmax"]].concat())
-        .await;
+    w.enqueue_job(CMIP6_CAN, &["--variables", "tasmax"]).await;
     let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.failed), (0, 1), "{s:?}");
     assert_eq!(w.state().await, "done");
@@ -166,20 +140,9 @@ async fn a_failed_job_of_a_done_data_source_is_requeued() {
 async fn a_failed_job_is_listed_requeued_and_then_loads() {
     let Some(env) = env() else { return };
     let w = World::new(env, "requeue", 2, 60).await;
-    upload_with_corrupt_tasmax(&w).await;
-    w.enqueue(&[
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-        "--variables",
-        "tasmax,pr",
-    ])
-    .await;
+    w.upload_with_corrupt_tasmax().await;
+    w.enqueue_job(CMIP6_CAN, &["--variables", "tasmax,pr"])
+        .await;
     let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.failed), (0, 2), "{s:?}");
 
