@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod cmd;
@@ -39,12 +40,16 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod derive;
+pub mod doctor;
 pub mod error;
 pub mod locations;
 pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod plot;
+pub mod producer;
 pub mod queue;
+pub mod requeue;
 pub mod s3;
 pub mod tls;

@@ -17,7 +17,7 @@ use clap::Parser;
 use common::{World, env};
 use worker::catalog::Dataset;
 use worker::cli::{Cli, Command};
-use worker::cmd::enqueue::{EnqueueConfig, EnqueueReport, InputCheck, Skipped};
+use worker::producer::{EnqueueConfig, EnqueueReport, InputCheck, Skipped};
 
 const VARS: [&str; 3] = ["tasmin", "tasmax", "pr"];
 
@@ -338,7 +338,7 @@ async fn missing_bucket_and_unreachable_s3() {
     ];
     let nosuch = format!("{}-nosuch", w.bucket);
     let cfg = enqueue_config(&w, &nosuch, &w.env.endpoint, &args).unwrap();
-    let e = worker::cmd::enqueue::run(&cfg).await.unwrap_err();
+    let e = worker::producer::enqueue(&cfg).await.unwrap_err();
     let text = format!("{e:#}");
     assert!(
         text.contains(&format!("bucket \"{nosuch}\" does not exist")),
@@ -349,7 +349,7 @@ async fn missing_bucket_and_unreachable_s3() {
     let mut unreachable: Vec<&str> = args.to_vec();
     unreachable.extend(["--aws-connect-timeout", "1", "--aws-operation-timeout", "5"]);
     let cfg = enqueue_config(&w, &w.bucket, "http://127.0.0.1:9", &unreachable).unwrap();
-    let r = worker::cmd::enqueue::run(&cfg).await.unwrap();
+    let r = worker::producer::enqueue(&cfg).await.unwrap();
     assert!(
         matches!(&r.check, InputCheck::Unavailable(why) if why.contains(&w.bucket)),
         "{:?}",
@@ -360,7 +360,7 @@ async fn missing_bucket_and_unreachable_s3() {
 
     unreachable.push("--check-inputs");
     let cfg = enqueue_config(&w, &w.bucket, "http://127.0.0.1:9", &unreachable).unwrap();
-    let e = worker::cmd::enqueue::run(&cfg).await.unwrap_err();
+    let e = worker::producer::enqueue(&cfg).await.unwrap_err();
     let text = format!("{e:#}");
     assert!(text.contains("--no-check-inputs"), "{text}");
     w.cleanup().await;

@@ -37,6 +37,13 @@ async fn status_json(w: &World) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Uploads the files of both jobs the load-slot tests run ([`NEX_GDDP_JOB`], [`CMIP6_JOB`]).
+async fn upload_both_jobs(w: &World) {
+    w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
+    w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
+        .await;
+}
+
 /// Two worker processes, one job each, `--max-db-loads 1`: the second job waits for the slot
 /// (shown as `waiting` by `status`, its heartbeat going on) and its COPY starts only after the
 /// first one's transaction has committed. Every row insert is timed by a trigger; the COPYs
@@ -45,27 +52,23 @@ async fn status_json(w: &World) -> Value {
 async fn two_workers_with_one_load_slot_never_overlap_their_copies() {
     let Some(env) = env() else { return };
     let w = World::new(env, "throttle", 3, 60).await;
-    w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
-    w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
-        .await;
+    upload_both_jobs(&w).await;
     let cells_a = fixtures::set::nex_gddp_job()[0].data_cells();
     let cells_b = fixtures::set::nex_gddp_cmip6_jobs()[0].data_cells();
     // About 4 s of COPY per job.
     let per_row = 4.0 / cells_a.min(cells_b) as f64;
-    w.pg.batch_execute(&format!(
-        "CREATE TABLE copy_log (tx bigint NOT NULL, at timestamptz NOT NULL);
-         CREATE FUNCTION log_copy_row() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           INSERT INTO {s}.copy_log VALUES (txid_current(), clock_timestamp());
-           PERFORM pg_sleep({per_row});
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER log_copy BEFORE INSERT ON climate_data_year
-           FOR EACH ROW EXECUTE FUNCTION log_copy_row();",
-        s = w.schema
-    ))
-    .await
-    .unwrap();
+    w.pg.batch_execute("CREATE TABLE copy_log (tx bigint NOT NULL, at timestamptz NOT NULL)")
+        .await
+        .unwrap();
+    w.before_each_insert(
+        "log_copy_row",
+        &format!(
+            "INSERT INTO {s}.copy_log VALUES (txid_current(), clock_timestamp());
+             PERFORM pg_sleep({per_row});",
+            s = w.schema
+        ),
+    )
+    .await;
     w.send_raw(&[NEX_GDDP_JOB, CMIP6_JOB]).await;
     let flags = [
         "--jobs",
@@ -158,26 +161,20 @@ async fn two_workers_with_one_load_slot_never_overlap_their_copies() {
 async fn a_failed_load_gives_its_slot_back() {
     let Some(env) = env() else { return };
     let w = World::new(env, "slotback", 1, 60).await;
-    w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
-    w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
-        .await;
+    upload_both_jobs(&w).await;
     // Every NEX-GDDP row insert fails, after a few rows' worth of work.
-    w.pg.batch_execute(&format!(
-        "CREATE FUNCTION fail_nex_gddp() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           PERFORM pg_sleep(0.01);
-           IF (SELECT d.name FROM {s}.data_source ds JOIN {s}.dataset d ON d.id = ds.dataset_id
-               WHERE ds.id = NEW.data_source_id) = 'NEX-GDDP' THEN
-             RAISE EXCEPTION 'no NEX-GDDP today';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER fail_nex_gddp BEFORE INSERT ON climate_data_year
-           FOR EACH ROW EXECUTE FUNCTION fail_nex_gddp();",
-        s = w.schema
-    ))
-    .await
-    .unwrap();
+    w.before_each_insert(
+        "fail_nex_gddp",
+        &format!(
+            "PERFORM pg_sleep(0.01);
+             IF (SELECT d.name FROM {s}.data_source ds JOIN {s}.dataset d ON d.id = ds.dataset_id
+                 WHERE ds.id = NEW.data_source_id) = 'NEX-GDDP' THEN
+               RAISE EXCEPTION 'no NEX-GDDP today';
+             END IF;",
+            s = w.schema
+        ),
+    )
+    .await;
     let mut cfg = w.run_config();
     cfg.pipeline.max_db_loads = Some(1);
     w.send_raw(&[NEX_GDDP_JOB]).await;
@@ -404,20 +401,10 @@ async fn s3_event_notifications_fill_a_variable_once_per_object_version() {
     assert!(n_cities > 0);
     w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
     assert_eq!(
-        w.enqueue(&[
-            "--dataset",
-            NEX_GDDP.0,
-            "--scenario",
-            NEX_GDDP.1,
-            "--models",
-            NEX_GDDP.2,
-            "--years",
-            "2008",
-            "--variables",
-            "tasmin,tasmax",
-            "--locations",
-            "cities",
-        ])
+        w.enqueue_job(
+            NEX_GDDP,
+            &["--variables", "tasmin,tasmax", "--locations", "cities"]
+        )
         .await,
         1
     );
@@ -505,14 +492,16 @@ async fn s3_event_notifications_fill_a_variable_once_per_object_version() {
     assert!(dlq.iter().any(|b| b.contains(&other)));
 
     // The same key with other bytes (a new ETag) is a new version: it replaces pr.
-    let before: String =
+    let pr_digest = || async {
         w.pg.query_one(
             "SELECT md5(string_agg(pr::text, ',' ORDER BY map_cell_id)) FROM climate_data_year",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
+        .get::<_, String>(0)
+    };
+    let before = pr_digest().await;
     let mut changed = pr.clone();
     changed.extend_from_slice(&[0u8; 64]);
     put(&w, &w.bucket, pr_key, changed).await;
@@ -534,14 +523,7 @@ async fn s3_event_notifications_fill_a_variable_once_per_object_version() {
         ),
         (0, rows, true)
     );
-    let after: String =
-        w.pg.query_one(
-            "SELECT md5(string_agg(pr::text, ',' ORDER BY map_cell_id)) FROM climate_data_year",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let after = pr_digest().await;
     assert_eq!(
         before, after,
         "same values (the file's data did not change)"

@@ -367,22 +367,17 @@ async fn transient_failures_come_back_later_not_at_once() {
     let w = World::new(env, "transient", 10, 60).await;
     w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
         .await;
-    w.pg.batch_execute(
-        "CREATE TABLE outage (on_ boolean);
-         INSERT INTO outage VALUES (true);
-         CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN
-                IF EXISTS (SELECT 1 FROM outage) THEN
-                  RAISE EXCEPTION 'could not extend file: No space left on device'
-                    USING ERRCODE = '53100';
-                END IF;
-                RETURN NEW;
-              END $$;
-         CREATE TRIGGER outage BEFORE INSERT ON climate_data_year
-           FOR EACH ROW EXECUTE FUNCTION fail_insert();",
+    w.pg.batch_execute("CREATE TABLE outage (on_ boolean); INSERT INTO outage VALUES (true);")
+        .await
+        .unwrap();
+    w.before_each_insert(
+        "fail_insert",
+        "IF EXISTS (SELECT 1 FROM outage) THEN
+           RAISE EXCEPTION 'could not extend file: No space left on device'
+             USING ERRCODE = '53100';
+         END IF;",
     )
-    .await
-    .unwrap();
+    .await;
     w.send_raw(&[
         r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016}"#,
     ])
@@ -456,20 +451,16 @@ async fn an_in_process_retry_reuses_the_downloads() {
     w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
         .await;
     // A sequence is not rolled back with the failed COPY: only the very first row fails.
-    w.pg.batch_execute(
-        "CREATE SEQUENCE fail_once;
-         CREATE FUNCTION fail_first() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN
-                IF nextval('fail_once') = 1 THEN
-                  RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
-                END IF;
-                RETURN NEW;
-              END $$;
-         CREATE TRIGGER fail_first BEFORE INSERT ON climate_data_year
-           FOR EACH ROW EXECUTE FUNCTION fail_first();",
+    w.pg.batch_execute("CREATE SEQUENCE fail_once")
+        .await
+        .unwrap();
+    w.before_each_insert(
+        "fail_first",
+        "IF nextval('fail_once') = 1 THEN
+           RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
+         END IF;",
     )
-    .await
-    .unwrap();
+    .await;
     w.send_raw(&[
         r#"{"dataset":"NEX-GDDP-CMIP6","scenario":"ssp245","model":"CanESM5","year":2016}"#,
     ])

@@ -50,7 +50,7 @@ fn with_aws(w: &World, args: &[&str]) -> Vec<String> {
     v
 }
 
-async fn jobs(w: &World, args: &[&str]) -> worker::cmd::jobs::JobsReport {
+async fn jobs(w: &World, args: &[&str]) -> worker::producer::jobs::JobsReport {
     let mut argv = vec!["jobs"];
     argv.extend_from_slice(args);
     let c = cli(w, &argv);
@@ -64,8 +64,8 @@ async fn requeue(
     w: &World,
     args: &[&str],
 ) -> (
-    worker::cmd::requeue::RequeueReport,
-    worker::cmd::requeue::RequeueConfig,
+    worker::requeue::RequeueReport,
+    worker::requeue::RequeueConfig,
 ) {
     let mut argv = vec!["requeue".to_owned()];
     argv.extend(with_aws(w, args));
@@ -74,8 +74,8 @@ async fn requeue(
     let Command::Requeue(a) = &c.command else {
         unreachable!()
     };
-    let cfg = worker::cmd::requeue::RequeueConfig::from_args(&c.global, a).expect("config");
-    let report = worker::cmd::requeue::run(&cfg).await.expect("requeue");
+    let cfg = worker::requeue::RequeueConfig::from_args(&c.global, a).expect("config");
+    let report = worker::requeue::run(&cfg).await.expect("requeue");
     (report, cfg)
 }
 
@@ -88,21 +88,6 @@ async fn visible(w: &World, url: &str) -> usize {
         .unwrap()
 }
 
-/// Uploads the CanESM5 2016 job with a corrupt `tasmax` file (the operator's "fix" is
-/// `w.upload_job(…, None)`).
-async fn upload_with_corrupt_tasmax(w: &World) {
-    let corrupt = fixtures::data_dir()
-        .join("corrupt")
-        .join("tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
-    w.upload_job(
-        CMIP6_CAN.0,
-        CMIP6_CAN.2,
-        CMIP6_CAN.3,
-        Some(("tasmax", corrupt)),
-    )
-    .await;
-}
-
 /// A done data source whose later job (a new variable) failed: `requeue --state failed` sends
 /// that job again as recorded, the data source stays `done` throughout, and once it loads there
 /// is nothing left to requeue.
@@ -110,23 +95,12 @@ async fn upload_with_corrupt_tasmax(w: &World) {
 async fn a_failed_job_of_a_done_data_source_is_requeued() {
     let Some(env) = env() else { return };
     let w = World::new(env, "requeuedone", 1, 60).await;
-    upload_with_corrupt_tasmax(&w).await;
-    let job = [
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-    ];
-    w.enqueue(&[&job[..], &["--variables", "tasmin,pr"]].concat())
+    w.upload_with_corrupt_tasmax().await;
+    w.enqueue_job(CMIP6_CAN, &["--variables", "tasmin,pr"])
         .await;
     assert_eq!(consume(w.run_config()).await.done, 1);
     let rows = w.count("SELECT count(*) FROM climate_data_year").await;
-    w.enqueue(&[&job[..], &["--variables", "tasmax"]].concat())
-        .await;
+    w.enqueue_job(CMIP6_CAN, &["--variables", "tasmax"]).await;
     let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.failed), (0, 1), "{s:?}");
     assert_eq!(w.state().await, "done");
@@ -166,20 +140,9 @@ async fn a_failed_job_of_a_done_data_source_is_requeued() {
 async fn a_failed_job_is_listed_requeued_and_then_loads() {
     let Some(env) = env() else { return };
     let w = World::new(env, "requeue", 2, 60).await;
-    upload_with_corrupt_tasmax(&w).await;
-    w.enqueue(&[
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-        "--variables",
-        "tasmax,pr",
-    ])
-    .await;
+    w.upload_with_corrupt_tasmax().await;
+    w.enqueue_job(CMIP6_CAN, &["--variables", "tasmax,pr"])
+        .await;
     let s = consume(w.run_config()).await;
     assert_eq!((s.done, s.failed), (0, 2), "{s:?}");
 
@@ -242,9 +205,9 @@ async fn a_failed_job_is_listed_requeued_and_then_loads() {
     let Command::Requeue(a) = &c.command else {
         unreachable!()
     };
-    let cfg = worker::cmd::requeue::RequeueConfig::from_args(&c.global, a).unwrap();
+    let cfg = worker::requeue::RequeueConfig::from_args(&c.global, a).unwrap();
     assert!(cfg.queue.is_none());
-    let rep = worker::cmd::requeue::run(&cfg).await.unwrap();
+    let rep = worker::requeue::run(&cfg).await.unwrap();
     assert_eq!(rep.requeued.len(), 1);
     assert_eq!(w.state().await, "failed");
     assert_eq!(visible(&w, &w.queue_url).await, 0);
@@ -444,8 +407,8 @@ async fn doctor_checks_the_local_cluster() {
     let Command::Doctor(a) = &c.command else {
         unreachable!()
     };
-    let cfg = worker::cmd::doctor::DoctorConfig::from_args(a).unwrap();
-    let r = worker::cmd::doctor::run(&w.db(), &cfg).await.unwrap();
+    let cfg = worker::doctor::DoctorConfig::from_args(a).unwrap();
+    let r = worker::doctor::run(&w.db(), &cfg).await.unwrap();
     let text = r.render(false);
     for name in [
         "server version",
@@ -463,7 +426,7 @@ async fn doctor_checks_the_local_cluster() {
     }
     assert!(!r.failed, "{text}");
     let status = |n: &str| r.checks.iter().find(|c| c.name == n).unwrap().status;
-    use worker::cmd::doctor::Status;
+    use worker::doctor::Status;
     assert_eq!(status("schema"), Status::Ok, "{text}");
     assert_eq!(status("array storage"), Status::Ok, "{text}");
     assert_eq!(status("TLS"), Status::Ok, "{text}");
@@ -481,9 +444,9 @@ async fn doctor_checks_the_local_cluster() {
     let Command::Doctor(a) = &c.command else {
         unreachable!()
     };
-    let r = worker::cmd::doctor::run(
+    let r = worker::doctor::run(
         &w.db(),
-        &worker::cmd::doctor::DoctorConfig::from_args(a).unwrap(),
+        &worker::doctor::DoctorConfig::from_args(a).unwrap(),
     )
     .await
     .unwrap();
@@ -513,12 +476,9 @@ async fn doctor_checks_the_local_cluster() {
         unreachable!()
     };
     let db = worker::config::DbConfig::from_args(&c.global).unwrap();
-    let r = worker::cmd::doctor::run(
-        &db,
-        &worker::cmd::doctor::DoctorConfig::from_args(a).unwrap(),
-    )
-    .await
-    .unwrap();
+    let r = worker::doctor::run(&db, &worker::doctor::DoctorConfig::from_args(a).unwrap())
+        .await
+        .unwrap();
     assert!(r.failed);
 
     // The binary prints its checks and exits with their status.
@@ -676,7 +636,7 @@ fn px(img: &(u32, u32, Vec<u8>), x: i32, y: i32) -> [u8; 3] {
 
 #[test]
 fn plot_map_colours_the_data_cells_and_greys_the_rest() {
-    use worker::cmd::plot::render;
+    use worker::plot::render;
     let fixture = fixtures::set::committed()
         .into_iter()
         .find(|f| f.rel_path == "nex-gddp/tasmax_day_BCSD_rcp85_r1i1p1_ACCESS1-0_2008.nc")
@@ -711,7 +671,7 @@ fn plot_map_colours_the_data_cells_and_greys_the_rest() {
     assert_eq!((img.0, img.1), (640, 480));
 
     // Where each cell landed (the same layout as the command's).
-    let data = worker::cmd::plot::map_data(a).unwrap();
+    let data = worker::plot::map_data(&worker::cmd::plot::map_request(a)).unwrap();
     let (canvas, layout) = render::map(&data, 640, 480).unwrap();
     let (nlat, nlon) = (data.lat.len(), data.lon.len());
     assert_eq!(
@@ -763,7 +723,7 @@ fn plot_map_colours_the_data_cells_and_greys_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plot_series_draws_the_models_median_and_band() {
-    use worker::cmd::plot::render;
+    use worker::plot::render;
     let Some(env) = env() else { return };
     let w = World::new(env, "plotseries", 3, 60).await;
     // Two models: the fixture as ACCESS1-0, and the same files as CCSM4 shifted by +3 K.
@@ -818,7 +778,8 @@ async fn plot_series_draws_the_models_median_and_band() {
     let PlotKind::Series(a) = &p.kind else {
         unreachable!()
     };
-    let data = worker::cmd::plot::series_data(&w.db(), a).await.unwrap();
+    let req = worker::cmd::plot::series_request(a).unwrap();
+    let data = worker::plot::series_data(&w.db(), &req).await.unwrap();
     assert_eq!(data.days.len(), 366);
     assert!(data.title.contains("2 models"), "{}", data.title);
     assert_eq!(data.value_label, "tasmax (K)");

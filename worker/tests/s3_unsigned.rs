@@ -317,17 +317,8 @@ async fn run_reads_s3_unsigned_and_signs_sqs() {
     let w = World::new(env, "unsig-run", 3, 30).await;
     w.upload_job("NEX-GDDP-CMIP6", "CanESM5", 2016, None).await;
     make_public(&w, "NEX-GDDP-CMIP6/").await;
-    w.enqueue(&[
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-    ])
-    .await;
+    w.enqueue_job(("NEX-GDDP-CMIP6", "ssp245", "CanESM5", 2016), &[])
+        .await;
     let (proxy, log) = recording_proxy(moto_addr(&w.env.endpoint)).await;
     let out = common::nexingest()
         .args(["--schema", &w.schema, "run", "--until-empty"])

@@ -99,33 +99,11 @@ async fn end_to_end_from_enqueue_to_exact_rows() {
     w.upload_job(CMIP6_360.0, CMIP6_360.2, CMIP6_360.3, None)
         .await;
     assert_eq!(
-        w.enqueue(&[
-            "--dataset",
-            "NEX-GDDP",
-            "--scenario",
-            "RCP85",
-            "--models",
-            "ACCESS1-0",
-            "--years",
-            "2008"
-        ])
-        .await,
+        w.enqueue_job(("NEX-GDDP", "RCP85", "ACCESS1-0", 2008), &[])
+            .await,
         1
     );
-    assert_eq!(
-        w.enqueue(&[
-            "--dataset",
-            "NEX-GDDP-CMIP6",
-            "--scenario",
-            "ssp585",
-            "--models",
-            "UKESM1-0-LL",
-            "--years",
-            "2015"
-        ])
-        .await,
-        1
-    );
+    assert_eq!(w.enqueue_job(CMIP6_360, &[]).await, 1);
     let s = consume(w.run_config()).await;
     assert_eq!(
         s,
@@ -249,25 +227,8 @@ async fn duplicate_delivery_leaves_one_copy() {
 async fn corrupt_file_fails_reaches_dlq_and_writes_nothing() {
     let Some(env) = env() else { return };
     let w = World::new(env, "corrupt", 2, 60).await;
-    let corrupt = fixture_file("corrupt", "tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
-    w.upload_job(
-        CMIP6_CAN.0,
-        CMIP6_CAN.2,
-        CMIP6_CAN.3,
-        Some(("tasmax", corrupt)),
-    )
-    .await;
-    w.enqueue(&[
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-    ])
-    .await;
+    w.upload_with_corrupt_tasmax().await;
+    w.enqueue_job(CMIP6_CAN, &[]).await;
     let s = consume(w.run_config()).await;
     assert_eq!(
         s.failed, 2,
@@ -316,17 +277,7 @@ async fn sigterm_mid_copy_exits_in_time_and_releases_the_message() {
     let w = World::new(env, "sigterm", 5, 120).await;
     w.upload_job(NEX_GDDP.0, NEX_GDDP.2, NEX_GDDP.3, None).await;
     w.slow_inserts(0.1).await; // 152 rows: ~15 s of COPY
-    w.enqueue(&[
-        "--dataset",
-        "NEX-GDDP",
-        "--scenario",
-        "rcp85",
-        "--models",
-        "ACCESS1-0",
-        "--years",
-        "2008",
-    ])
-    .await;
+    w.enqueue_job(NEX_GDDP, &[]).await;
     let child = common::nexingest()
         .args(["--schema", &w.schema, "--log-format", "json", "run"])
         .args([
@@ -423,17 +374,7 @@ async fn heartbeat_keeps_a_long_job_from_being_delivered_twice() {
     w.upload_job(CMIP6_CAN.0, CMIP6_CAN.2, CMIP6_CAN.3, None)
         .await;
     w.slow_inserts(0.04).await;
-    w.enqueue(&[
-        "--dataset",
-        "NEX-GDDP-CMIP6",
-        "--scenario",
-        "ssp245",
-        "--models",
-        "CanESM5",
-        "--years",
-        "2016",
-    ])
-    .await;
+    w.enqueue_job(CMIP6_CAN, &[]).await;
     let mut cfg = w.run_config();
     cfg.visibility_timeout = Duration::from_secs(3); // heartbeat every second
     let t = Instant::now();

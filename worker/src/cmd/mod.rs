@@ -127,7 +127,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(a) => {
             let cfg = bench::BenchConfig::from_args(g, a)?;
-            let report = bench::run(&cfg, shutdown_signal()).await?;
+            let report = bench::run(&cfg, !a.no_progress, shutdown_signal()).await?;
             print!("{}", report.render(a.json));
             Ok(ExitCode::SUCCESS)
         }

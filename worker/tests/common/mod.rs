@@ -276,14 +276,43 @@ impl World {
         assert_eq!(n, 3, "fixture files of {dataset} {model} {year}");
     }
 
+    /// Uploads the NEX-GDDP-CMIP6 ssp245 CanESM5 2016 job with the corrupt `tasmax` fixture
+    /// (the operator's "fix" is `upload_job(…, None)`).
+    pub async fn upload_with_corrupt_tasmax(&self) {
+        let corrupt = fixtures::data_dir()
+            .join("corrupt")
+            .join("tasmax_day_CanESM5_ssp245_r1i1p1f1_gn_2016.nc");
+        self.upload_job("NEX-GDDP-CMIP6", "CanESM5", 2016, Some(("tasmax", corrupt)))
+            .await;
+    }
+
     /// Runs `nexingest … enqueue …` through the real CLI parser against this world; returns
     /// the number of jobs enqueued.
     pub async fn enqueue(&self, args: &[&str]) -> usize {
         self.enqueue_report(args).await.enqueued
     }
 
+    /// Enqueues the one job `(dataset, scenario, model, year)` with `more` flags; returns the
+    /// number of jobs enqueued.
+    pub async fn enqueue_job(&self, job: (&str, &str, &str, i64), more: &[&str]) -> usize {
+        let (dataset, scenario, model, year) = job;
+        let year = year.to_string();
+        let mut args = vec![
+            "--dataset",
+            dataset,
+            "--scenario",
+            scenario,
+            "--models",
+            model,
+            "--years",
+            &year,
+        ];
+        args.extend_from_slice(more);
+        self.enqueue(&args).await
+    }
+
     /// [`World::enqueue`] with its whole report (input check, skipped jobs).
-    pub async fn enqueue_report(&self, args: &[&str]) -> worker::cmd::enqueue::EnqueueReport {
+    pub async fn enqueue_report(&self, args: &[&str]) -> worker::producer::EnqueueReport {
         let mut argv: Vec<String> = vec![
             "nexingest".into(),
             "--database-url".into(),
@@ -310,8 +339,8 @@ impl World {
             unreachable!()
         };
         let cfg =
-            worker::cmd::enqueue::EnqueueConfig::from_args(&cli.global, a).expect("enqueue config");
-        worker::cmd::enqueue::run(&cfg).await.expect("enqueue")
+            worker::producer::EnqueueConfig::from_args(&cli.global, a).expect("enqueue config");
+        worker::producer::enqueue(&cfg).await.expect("enqueue")
     }
 
     pub async fn send_raw(&self, bodies: &[&str]) {
@@ -348,17 +377,28 @@ impl World {
         self.pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
     }
 
-    /// Makes every row of `climate_data_year` insert take `secs` (a real, slow database).
-    pub async fn slow_inserts(&self, secs: f64) {
+    /// Runs `body` (PL/pgSQL statements; `NEW` is the row) before every row insert into
+    /// `climate_data_year`, through a trigger and a function both called `name`: a slow or
+    /// failing database on demand.
+    pub async fn before_each_insert(&self, name: &str, body: &str) {
         self.pg
             .batch_execute(&format!(
-                "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
-                   $$ BEGIN PERFORM pg_sleep({secs}); RETURN NEW; END $$;
-                 CREATE TRIGGER slow BEFORE INSERT ON climate_data_year
-                   FOR EACH ROW EXECUTE FUNCTION slow_insert();"
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                   {body}
+                   RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER {name} BEFORE INSERT ON climate_data_year
+                   FOR EACH ROW EXECUTE FUNCTION {name}();"
             ))
             .await
             .unwrap();
+    }
+
+    /// Makes every row of `climate_data_year` insert take `secs` (a real, slow database).
+    pub async fn slow_inserts(&self, secs: f64) {
+        self.before_each_insert("slow_insert", &format!("PERFORM pg_sleep({secs});"))
+            .await;
     }
 
     /// Imports the fixture cities (`geojson/cities.geojson`, source `cities`) through the real

@@ -1,4 +1,6 @@
-//! The two plots, drawn from plain data (no database, no files): [`series`] and [`map`].
+//! The two plots, drawn from plain data (no database, no files): takes [`SeriesData`] or
+//! [`MapData`] and a size, hands on a [`Canvas`] ([`series`], [`map`]; the map also its
+//! [`MapLayout`]).
 
 use std::ops::Range;
 
