@@ -1,0 +1,3 @@
+//! The former home of the dataset profiles, now [`crate::dataset`]: the same names, re-exported.
+
+pub use crate::dataset::{Dataset, FileKey, Profile};
