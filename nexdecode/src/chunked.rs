@@ -1279,9 +1279,10 @@ fn scatter(tmp: &[f32], steps: &[BatchStep], rows: &mut [f32], n: usize, days: u
 }
 
 /// `rows[i * days + lo + s] = tmp[s * TILE_CELLS + i]` for `i < n`, `s < ns` (consecutive
-/// slots): blocks of 4 rows × 4 steps are transposed in SSE registers, so each block takes 4
-/// loads and 4 stores of 4 floats instead of 16 scalar loads and stores; the edges are scalar.
-#[cfg(target_arch = "x86_64")]
+/// slots). On x86-64, blocks of 4 rows × 4 steps are transposed in SSE registers, so each block
+/// takes 4 loads and 4 stores of 4 floats instead of 16 scalar loads and stores; the last
+/// `ns % 4` steps of a block are scalar while its rows are in cache. The last `n % 4` rows, and
+/// every row on other targets, are scalar ([`scatter_row`]).
 #[inline]
 fn scatter_consecutive(
     tmp: &[f32],
@@ -1292,73 +1293,66 @@ fn scatter_consecutive(
     days: usize,
     prefetch: impl Fn(usize),
 ) {
-    use core::arch::x86_64::*;
-    assert!(n <= TILE_CELLS && ns * TILE_CELLS <= tmp.len());
-    assert!(lo + ns <= days && n * days <= rows.len());
-    let (n4, s4) = (n / 4 * 4, ns / 4 * 4);
-    let src = tmp.as_ptr();
-    let dst = rows.as_mut_ptr();
-    let mut i = 0;
-    while i < n4 {
-        for k in 0..4 {
-            prefetch(i + k);
-        }
-        // SAFETY: SSE is part of the x86-64 baseline. Loads read `tmp[s * TILE_CELLS + i ..
-        // + 4]` with `s < ns` and `i + 4 <= n <= TILE_CELLS`, inside `tmp` (asserted above);
-        // stores write `rows[(i + k) * days + lo + s .. + 4]` with `i + k < n` and
-        // `lo + s + 4 <= lo + ns <= days`, inside `rows` (asserted above). Unaligned
-        // loads/stores are used throughout.
-        unsafe {
-            let mut s = 0;
-            while s < s4 {
-                let r0 = _mm_loadu_ps(src.add(s * TILE_CELLS + i));
-                let r1 = _mm_loadu_ps(src.add((s + 1) * TILE_CELLS + i));
-                let r2 = _mm_loadu_ps(src.add((s + 2) * TILE_CELLS + i));
-                let r3 = _mm_loadu_ps(src.add((s + 3) * TILE_CELLS + i));
-                let t0 = _mm_unpacklo_ps(r0, r1);
-                let t1 = _mm_unpackhi_ps(r0, r1);
-                let t2 = _mm_unpacklo_ps(r2, r3);
-                let t3 = _mm_unpackhi_ps(r2, r3);
-                let d = dst.add(i * days + lo + s);
-                _mm_storeu_ps(d, _mm_movelh_ps(t0, t2));
-                _mm_storeu_ps(d.add(days), _mm_movehl_ps(t2, t0));
-                _mm_storeu_ps(d.add(2 * days), _mm_movelh_ps(t1, t3));
-                _mm_storeu_ps(d.add(3 * days), _mm_movehl_ps(t3, t1));
-                s += 4;
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        use core::arch::x86_64::*;
+        assert!(n <= TILE_CELLS && ns * TILE_CELLS <= tmp.len());
+        assert!(lo + ns <= days && n * days <= rows.len());
+        let (n4, s4) = (n / 4 * 4, ns / 4 * 4);
+        let src = tmp.as_ptr();
+        let mut i = 0;
+        while i < n4 {
+            for k in 0..4 {
+                prefetch(i + k);
             }
-        }
-        for k in i..i + 4 {
-            for s in s4..ns {
-                rows[k * days + lo + s] = tmp[s * TILE_CELLS + k];
+            // Taken afresh for each block: the scalar edges below reborrow `rows`.
+            let dst = rows.as_mut_ptr();
+            // SAFETY: SSE is part of the x86-64 baseline. Loads read `tmp[s * TILE_CELLS + i ..
+            // + 4]` with `s < ns` and `i + 4 <= n <= TILE_CELLS`, inside `tmp` (asserted above);
+            // stores write `rows[(i + k) * days + lo + s .. + 4]` with `i + k < n` and
+            // `lo + s + 4 <= lo + ns <= days`, inside `rows` (asserted above). Unaligned
+            // loads/stores are used throughout.
+            unsafe {
+                let mut s = 0;
+                while s < s4 {
+                    let r0 = _mm_loadu_ps(src.add(s * TILE_CELLS + i));
+                    let r1 = _mm_loadu_ps(src.add((s + 1) * TILE_CELLS + i));
+                    let r2 = _mm_loadu_ps(src.add((s + 2) * TILE_CELLS + i));
+                    let r3 = _mm_loadu_ps(src.add((s + 3) * TILE_CELLS + i));
+                    let t0 = _mm_unpacklo_ps(r0, r1);
+                    let t1 = _mm_unpackhi_ps(r0, r1);
+                    let t2 = _mm_unpacklo_ps(r2, r3);
+                    let t3 = _mm_unpackhi_ps(r2, r3);
+                    let d = dst.add(i * days + lo + s);
+                    _mm_storeu_ps(d, _mm_movelh_ps(t0, t2));
+                    _mm_storeu_ps(d.add(days), _mm_movehl_ps(t2, t0));
+                    _mm_storeu_ps(d.add(2 * days), _mm_movelh_ps(t1, t3));
+                    _mm_storeu_ps(d.add(3 * days), _mm_movehl_ps(t3, t1));
+                    s += 4;
+                }
             }
+            if s4 < ns {
+                for k in i..i + 4 {
+                    scatter_row(tmp, &mut rows[k * days + lo..][..ns], k, s4);
+                }
+            }
+            i += 4;
         }
-        i += 4;
-    }
-    for i in n4..n {
+        n4
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for i in done..n {
         prefetch(i);
-        for s in 0..ns {
-            rows[i * days + lo + s] = tmp[s * TILE_CELLS + i];
-        }
+        scatter_row(tmp, &mut rows[i * days + lo..][..ns], i, 0);
     }
 }
 
-/// Portable [`scatter_consecutive`]: `rows[i * days + lo + s] = tmp[s * TILE_CELLS + i]`.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn scatter_consecutive(
-    tmp: &[f32],
-    ns: usize,
-    lo: usize,
-    rows: &mut [f32],
-    n: usize,
-    days: usize,
-    prefetch: impl Fn(usize),
-) {
-    for (i, row) in rows.chunks_exact_mut(days).take(n).enumerate() {
-        prefetch(i);
-        for (s, d) in row[lo..lo + ns].iter_mut().enumerate() {
-            *d = tmp[s * TILE_CELLS + i];
-        }
+/// `row[s] = tmp[s * TILE_CELLS + i]` for `s` in `s0..row.len()`: output row `i`'s steps.
+#[inline(always)]
+fn scatter_row(tmp: &[f32], row: &mut [f32], i: usize, s0: usize) {
+    for (s, d) in row.iter_mut().enumerate().skip(s0) {
+        *d = tmp[s * TILE_CELLS + i];
     }
 }
 

@@ -21,7 +21,8 @@
 //!   crate, and (for NetCDF-4 f32 variables stored with exactly shuffle + deflate) a chunked fast
 //!   path that inflates chunks in parallel. [`ReadPath`] chooses.
 //!
-//! Dataset layouts (S3 keys, members, years) are in [`profile`].
+//! What is known about each dataset (names, scenarios and years, models, members, grid labels,
+//! S3 key templates and key parsing, grids, file layouts) is one table, in [`dataset`].
 //!
 //! # Example
 //! ```
@@ -50,6 +51,7 @@
 mod block;
 mod calendar;
 mod chunked;
+pub mod dataset;
 mod error;
 mod file;
 mod grid;
@@ -61,6 +63,7 @@ pub mod profile;
 mod series;
 
 pub use calendar::{Calendar, Date, TimeUnits, is_leap_year, real_days_in_year, slot_of};
+pub use dataset::Dataset;
 pub use error::DecodeError;
 pub use file::GridFile;
 pub use grid::{CellIndex, EARTH_RADIUS_KM, Grid, LonConvention, haversine_km};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 
-use crate::encode::ColumnType;
+use crate::column::ColumnType;
 
 /// An error raised while encoding binary COPY data.
 ///

@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod column;
 pub mod decode;
 pub mod encode;
 pub mod error;

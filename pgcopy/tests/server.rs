@@ -13,6 +13,10 @@ use pgcopy::{
 };
 use tokio_postgres::{Client, NoTls};
 
+#[path = "support/every_type.rs"]
+mod every_type;
+use every_type::every_type;
+
 fn db_url() -> Option<String> {
     match std::env::var("NEXINGEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => Some(u),
@@ -1327,23 +1331,7 @@ async fn copy_out_decodes_what_the_server_sends() {
                      ELSE ARRAY[g / 3.0, NULL]::float8[] END AS af8,
                 ARRAY[g, NULL, 3]::int4[] AS ai4, '{}'::int8[] AS ai8
          FROM generate_series(0, 59) g ORDER BY g";
-    let columns = Columns::new([
-        ("b", ColumnType::Bool),
-        ("i2", ColumnType::Int2),
-        ("i4", ColumnType::Int4),
-        ("i8", ColumnType::Int8),
-        ("f4", ColumnType::Float4),
-        ("f8", ColumnType::Float8),
-        ("t", ColumnType::Text),
-        ("by", ColumnType::Bytea),
-        ("d", ColumnType::Date),
-        ("ts", ColumnType::Timestamp),
-        ("tz", ColumnType::Timestamptz),
-        ("af4", ColumnType::Float4Array),
-        ("af8", ColumnType::Float8Array),
-        ("ai4", ColumnType::Int4Array),
-        ("ai8", ColumnType::Int8Array),
-    ]);
+    let columns = every_type();
     let expected = db.client.query(select, &[]).await.unwrap();
     let mut reader = pgcopy::copy_out(
         &db.client,

@@ -642,7 +642,7 @@ fn parse_s3_event(
             "{what}: not a file of a known dataset (NEX-GDDP, LOCA, NEX-GDDP-CMIP6 file names)"
         ))
     })?;
-    let dataset = Dataset::from(fk.dataset);
+    let dataset = fk.dataset;
     let (scenario, first, last) = dataset.scenario(&fk.scenario).ok_or_else(|| {
         inv(format!(
             "{what}: unknown {dataset} scenario {:?}",

@@ -1,25 +1,9 @@
 use super::*;
 use crate::encode::{self, CopyBuffer, Validity};
 
-fn every_type() -> Columns {
-    Columns::new([
-        ("b", ColumnType::Bool),
-        ("i2", ColumnType::Int2),
-        ("i4", ColumnType::Int4),
-        ("i8", ColumnType::Int8),
-        ("f4", ColumnType::Float4),
-        ("f8", ColumnType::Float8),
-        ("t", ColumnType::Text),
-        ("by", ColumnType::Bytea),
-        ("d", ColumnType::Date),
-        ("ts", ColumnType::Timestamp),
-        ("tz", ColumnType::Timestamptz),
-        ("af4", ColumnType::Float4Array),
-        ("af8", ColumnType::Float8Array),
-        ("ai4", ColumnType::Int4Array),
-        ("ai8", ColumnType::Int8Array),
-    ])
-}
+#[path = "../../tests/support/every_type.rs"]
+mod every_type;
+use every_type::every_type;
 
 /// Row `i` of the test stream: every type, NULLs in a pattern, arrays with and without NULLs.
 fn write_row(buf: &mut CopyBuffer, i: i64) {

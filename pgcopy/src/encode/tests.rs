@@ -1,5 +1,6 @@
 use super::*;
 use postgres_protocol::types as pt;
+use postgres_types::Type;
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
 /// Splits one length-prefixed field off `b`: `None` for NULL.
