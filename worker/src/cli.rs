@@ -285,20 +285,8 @@ pub struct JobFilterArgs {
     pub stale_after: u64,
 }
 
-/// A state `jobs` can filter on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ShownState {
-    /// Waiting for an attempt.
-    Pending,
-    /// An attempt is running (and started within `--stale-after`).
-    Running,
-    /// `running`, but the attempt started longer ago than `--stale-after`.
-    Stale,
-    /// Loaded.
-    Done,
-    /// The last attempt failed permanently.
-    Failed,
-}
+/// The values of `jobs --state`: the data source states the listing shows.
+pub const SHOWN_STATES: [&str; 5] = ["pending", "running", "stale", "done", "failed"];
 
 /// `jobs` flags.
 #[derive(Debug, Args)]
@@ -306,9 +294,15 @@ pub struct JobsArgs {
     /// Which data sources.
     #[command(flatten)]
     pub filter: JobFilterArgs,
-    /// Only these states, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub state: Vec<ShownState>,
+    /// Only these states, comma-separated: pending (waiting for an attempt), running (started
+    /// within --stale-after), stale (running, but started longer ago), done, failed (the last
+    /// attempt failed permanently).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(SHOWN_STATES)
+    )]
+    pub state: Vec<String>,
     /// Print at most this many data sources (0: all).
     #[arg(long, default_value_t = 200)]
     pub limit: u64,

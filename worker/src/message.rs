@@ -20,7 +20,7 @@
 //!
 //! S3 event notifications (what S3 sends to SQS, also wrapped in an SNS notification): an
 //! `ObjectCreated:*` record of one object, whose key is parsed with the dataset profiles
-//! ([`nexdecode::profile::FileKey`], [`Dataset::key_matches`]) into (dataset, variable,
+//! ([`nexdecode::dataset::FileKey`], [`Dataset::key_matches`]) into (dataset, variable,
 //! scenario, model, year); the bucket must be allowed. The job ([`ObjectEvent::job`]) is that
 //! data source, that one variable and the location source of `NEXINGEST_EVENT_LOCATIONS`,
 //! read from exactly that key; its identity carries the object's ETag ([`SourceObject`]).
@@ -637,7 +637,7 @@ fn parse_s3_event(
         .ok_or_else(|| inv(format!("s3://{bucket}/{key}: event without an eTag")))?;
     let size = field(&["s3", "object", "size"]).and_then(|v| v.as_u64());
     let what = format!("s3://{bucket}/{key}");
-    let fk = nexdecode::profile::FileKey::parse(&key).ok_or_else(|| {
+    let fk = nexdecode::dataset::FileKey::parse(&key).ok_or_else(|| {
         inv(format!(
             "{what}: not a file of a known dataset (NEX-GDDP, LOCA, NEX-GDDP-CMIP6 file names)"
         ))

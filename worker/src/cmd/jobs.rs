@@ -3,43 +3,21 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::{self, JobFilterArgs, JobsArgs};
+use crate::cli::JobsArgs;
 use crate::config::DbConfig;
-use crate::producer::jobs::{self, JobFilter, JobsReport, ShownState};
-
-/// The filter flags, validated.
-///
-/// # Errors
-/// As [`JobFilter::new`].
-fn filter(a: &JobFilterArgs) -> anyhow::Result<JobFilter> {
-    JobFilter::new(
-        a.dataset.as_deref(),
-        a.scenario.as_deref(),
-        a.model.as_deref(),
-        a.years.as_deref(),
-        a.since.as_deref(),
-        a.stale_after,
-    )
-}
-
-/// A `--state` value.
-fn shown(s: cli::ShownState) -> ShownState {
-    match s {
-        cli::ShownState::Pending => ShownState::Pending,
-        cli::ShownState::Running => ShownState::Running,
-        cli::ShownState::Stale => ShownState::Stale,
-        cli::ShownState::Done => ShownState::Done,
-        cli::ShownState::Failed => ShownState::Failed,
-    }
-}
+use crate::producer::jobs::{self, JobsReport, ShownState};
 
 /// Lists the data sources `a` selects.
 ///
 /// # Errors
 /// Invalid filters, database errors.
 pub async fn run(dbc: &DbConfig, a: &JobsArgs) -> anyhow::Result<JobsReport> {
-    let mut f = filter(&a.filter)?;
-    f.states = a.state.iter().copied().map(shown).collect();
+    let mut f = super::job_filter(&a.filter)?;
+    f.states = a
+        .state
+        .iter()
+        .map(|s| ShownState::from_name(s).ok_or_else(|| anyhow::anyhow!("--state {s:?}")))
+        .collect::<anyhow::Result<_>>()?;
     jobs::list(dbc, &f, a.limit).await
 }
 

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, PlotKind};
+use crate::cli::{Cli, Command, JobFilterArgs, PlotKind};
 use crate::config::{AwsConfig, DbConfig, PipelineConfig};
+use crate::producer::jobs::JobFilter;
 
 pub mod bench;
 pub mod derive_historic;
@@ -160,6 +161,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The data source filter flags of `jobs` and `requeue`, validated.
+///
+/// # Errors
+/// As [`JobFilter::new`].
+fn job_filter(a: &JobFilterArgs) -> anyhow::Result<JobFilter> {
+    JobFilter::new(
+        a.dataset.as_deref(),
+        a.scenario.as_deref(),
+        a.model.as_deref(),
+        a.years.as_deref(),
+        a.since.as_deref(),
+        a.stale_after,
+    )
 }
 
 /// Resolves on SIGTERM (ECS stop, spot interruption) or SIGINT (Ctrl-C).

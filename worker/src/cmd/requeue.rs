@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use crate::cli::{GlobalArgs, QueueArgs, RequeueArgs, RequeueState};
 use crate::config::{AwsConfig, DbConfig, QueueRef};
 use crate::message::LocationSource;
-use crate::producer::jobs::JobFilter;
 use crate::requeue::{Mode, RequeueReport, Target};
 /// What [`crate::cmd::dispatch`] calls: the library's settings and run.
 pub use crate::requeue::{RequeueConfig, run};
@@ -55,16 +54,8 @@ impl RequeueConfig {
                     .map_err(anyhow::Error::msg)
                     .context("--locations")?;
                 crate::message::validate_variables(&a.variables).context("--variables")?;
-                let f = &a.filter;
                 Mode::DataSources {
-                    filter: JobFilter::new(
-                        f.dataset.as_deref(),
-                        f.scenario.as_deref(),
-                        f.model.as_deref(),
-                        f.years.as_deref(),
-                        f.since.as_deref(),
-                        f.stale_after,
-                    )?,
+                    filter: super::job_filter(&a.filter)?,
                     state: match a.state {
                         RequeueState::Failed => Target::Failed,
                         RequeueState::Stale => Target::Stale,

@@ -29,7 +29,7 @@ pub mod size;
 pub use size::{BenchFigures, Size};
 
 /// Connections one `nexingest run` process may hold: its pool has `2 × jobs + 2` (the
-/// consumer's pool size, `worker/src/cmd/run.rs`).
+/// consumer's pool size, `worker/src/consumer/mod.rs`).
 pub fn worker_connections(jobs: u32) -> u64 {
     u64::from(jobs) * 2 + 2
 }

@@ -37,6 +37,20 @@ pub enum ShownState {
 }
 
 impl ShownState {
+    /// Every state, in the order `jobs` lists them.
+    pub const ALL: [ShownState; 5] = [
+        ShownState::Pending,
+        ShownState::Running,
+        ShownState::Stale,
+        ShownState::Done,
+        ShownState::Failed,
+    ];
+
+    /// The state spelled `name` (as [`ShownState::as_str`] spells it).
+    pub fn from_name(name: &str) -> Option<ShownState> {
+        ShownState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The spelling `jobs` prints and the query compares.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -202,24 +202,15 @@ pub async fn run(cfg: &RequeueConfig) -> anyhow::Result<RequeueReport> {
 /// Recorded job of a ledger entry: (variables, location key, update_existing).
 type LedgerJob = (Vec<String>, Option<String>, bool);
 
-/// The failed identities of `done` data sources: for each data source, every (variables,
-/// location key) whose latest attempt that is not `skipped` failed.
-async fn failed_identities(
+/// Rows `(data_source_id, variables, location_key, update_existing)` of a ledger query over
+/// the data sources `ids` (`$1`), as any collection of (id, job).
+async fn ledger_jobs<C: FromIterator<(i64, LedgerJob)>>(
     client: &impl tokio_postgres::GenericClient,
+    sql: &str,
     ids: &[i64],
-) -> anyhow::Result<Vec<(i64, LedgerJob)>> {
+) -> anyhow::Result<C> {
     let rows = client
-        .query(
-            "SELECT data_source_id, variables, location_key, update_existing
-             FROM (SELECT DISTINCT ON (data_source_id, variables, location_key)
-                          data_source_id, variables, location_key, update_existing, outcome
-                   FROM job_ledger
-                   WHERE data_source_id = ANY($1) AND outcome <> 'skipped'
-                   ORDER BY data_source_id, variables, location_key, finished_at DESC, id DESC) l
-             WHERE outcome = 'failed'
-             ORDER BY data_source_id, location_key, variables",
-            &[&ids],
-        )
+        .query(sql, &[&ids])
         .await
         .context("reading the job ledger")?;
     Ok(rows
@@ -228,27 +219,43 @@ async fn failed_identities(
         .collect())
 }
 
+/// The failed identities of `done` data sources: for each data source, every (variables,
+/// location key) whose latest attempt that is not `skipped` failed.
+async fn failed_identities(
+    client: &impl tokio_postgres::GenericClient,
+    ids: &[i64],
+) -> anyhow::Result<Vec<(i64, LedgerJob)>> {
+    ledger_jobs(
+        client,
+        "SELECT data_source_id, variables, location_key, update_existing
+             FROM (SELECT DISTINCT ON (data_source_id, variables, location_key)
+                          data_source_id, variables, location_key, update_existing, outcome
+                   FROM job_ledger
+                   WHERE data_source_id = ANY($1) AND outcome <> 'skipped'
+                   ORDER BY data_source_id, variables, location_key, finished_at DESC, id DESC) l
+             WHERE outcome = 'failed'
+             ORDER BY data_source_id, location_key, variables",
+        ids,
+    )
+    .await
+}
+
 /// The last attempt's job of each data source: (variables, location key, update_existing) of
 /// its latest ledger entry that is not `skipped`.
 async fn last_jobs(
     client: &impl tokio_postgres::GenericClient,
     ids: &[i64],
 ) -> anyhow::Result<HashMap<i64, LedgerJob>> {
-    let rows = client
-        .query(
-            "SELECT DISTINCT ON (data_source_id) data_source_id, variables, location_key,
+    ledger_jobs(
+        client,
+        "SELECT DISTINCT ON (data_source_id) data_source_id, variables, location_key,
                     update_existing
              FROM job_ledger
              WHERE data_source_id = ANY($1) AND outcome <> 'skipped'
              ORDER BY data_source_id, finished_at DESC, id DESC",
-            &[&ids],
-        )
-        .await
-        .context("reading the job ledger")?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect())
+        ids,
+    )
+    .await
 }
 
 fn rebuild(
