@@ -22,7 +22,11 @@ use crate::catalog::Dataset;
 use crate::config::AwsTimeouts;
 use crate::error::JobError;
 
-/// Sorts an SDK error into not-found / transient / permanent.
+/// How the message of an object replaced while it was being read begins.
+const CHANGED: &str = "the object changed while it was being read";
+
+/// Sorts an SDK error into not-found / transient / permanent; an object replaced mid-read
+/// (`If-Match` failed, 412) is transient: another attempt reads the new object.
 pub fn classify<E>(
     bucket: &str,
     key: &str,
@@ -48,6 +52,17 @@ where
         return JobError::NotFound {
             bucket: bucket.into(),
             key: key.into(),
+        };
+    }
+    if status == Some(412) || code.as_deref() == Some("PreconditionFailed") {
+        return JobError::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: format!(
+                "{CHANGED} (its ETag no longer matches the one first read); the next attempt \
+                 reads the new object from the start"
+            ),
+            transient: true,
         };
     }
     let denied = match code.as_deref() {
@@ -316,7 +331,13 @@ pub async fn download(
     Ok(size)
 }
 
-/// One ranged GET of `download` into its place in `file`. Returns the byte count.
+/// How many times one part of a download asks again for the rest of its range after its
+/// body failed or stalled mid-way.
+pub const PART_RESUMES: u32 = 3;
+
+/// One part of `download` into its place in `file`: a ranged GET; when its body fails or
+/// stalls mid-way, a GET of the part's remaining bytes only (same ETag), up to
+/// [`PART_RESUMES`] times, so what has arrived is never fetched again. Returns the byte count.
 #[allow(clippy::too_many_arguments)]
 async fn get_part(
     s3: &Client,
@@ -328,28 +349,60 @@ async fn get_part(
     t: &AwsTimeouts,
     what: &str,
 ) -> Result<u64, JobError> {
+    let mut off = start;
+    let mut resumes = 0;
+    loop {
+        match get_range(s3, bucket, key, etag, file, (&mut off, end), t, what).await {
+            Ok(()) => return Ok(end + 1 - start),
+            Err(e) if e.is_transient() && resumes < PART_RESUMES && !changed(&e) => {
+                resumes += 1;
+                let delay = std::time::Duration::from_millis(100 << resumes);
+                debug!(bucket, key, part = what, from = off, error = %e, resume = resumes, "part cut; asking for the rest");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether an error says the object is no longer the one the download started on.
+fn changed(e: &JobError) -> bool {
+    matches!(e, JobError::S3 { message, .. } if message.starts_with(CHANGED))
+}
+
+/// One ranged GET of `bytes=*off-end` into `file`, advancing `off` past every byte written.
+#[allow(clippy::too_many_arguments)]
+async fn get_range(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+    file: &File,
+    (off, end): (&mut u64, u64),
+    t: &AwsTimeouts,
+    what: &str,
+) -> Result<(), JobError> {
     let resp = s3
         .get_object()
         .bucket(bucket)
         .key(key)
-        .range(format!("bytes={start}-{end}"))
+        .range(format!("bytes={}-{end}", *off))
         .set_if_match(etag.map(str::to_owned))
         .send()
         .await
         .map_err(|e| classify(bucket, key, e))?;
     let mut body = resp.body;
-    let mut off = start;
     while let Some(chunk) = next_chunk(&mut body, t, bucket, key, what).await? {
-        if off + chunk.len() as u64 > end + 1 {
+        if *off + chunk.len() as u64 > end + 1 {
             return Err(size_mismatch(bucket, key, "range returned too many bytes"));
         }
-        file.write_all_at(&chunk, off)?;
-        off += chunk.len() as u64;
+        file.write_all_at(&chunk, *off)?;
+        *off += chunk.len() as u64;
     }
-    if off != end + 1 {
+    if *off != end + 1 {
         return Err(size_mismatch(bucket, key, "range returned too few bytes"));
     }
-    Ok(end + 1 - start)
+    Ok(())
 }
 
 fn size_mismatch(bucket: &str, key: &str, what: &str) -> JobError {
