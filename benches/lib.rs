@@ -1,6 +1,8 @@
 //! Shared helpers for the nexingest benchmarks (`cargo bench -p nexingest-benches`).
 #![warn(missing_docs)]
 
+pub mod fleetsim;
+
 use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
