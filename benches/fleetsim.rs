@@ -263,9 +263,9 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
         link_used += dt * total_fetch * s3_scale;
         s3_used += dt * total_fetch * s3_scale;
         db_used += dt * slots_used as f64;
-        for host in 0..fleet.hosts {
-            if decoding[host] > 0 {
-                cpu_used += dt * decode_rate(host) * decoding[host] as f64;
+        for (host, &n) in decoding.iter().enumerate() {
+            if n > 0 {
+                cpu_used += dt * decode_rate(host) * n as f64;
             }
         }
         // Advance and complete.
@@ -374,7 +374,11 @@ mod tests {
             files: vec![(100.0, 2.0), (100.0, 2.0)],
             db_s: 0.5,
         };
-        let p = simulate(&[j.clone()], &fleet(1, host(100.0, 1.0, 1, false), 1), 0);
+        let p = simulate(
+            std::slice::from_ref(&j),
+            &fleet(1, host(100.0, 1.0, 1, false), 1),
+            0,
+        );
         let f = p.wall_s / 5.5;
         assert!((0.95..=1.05).contains(&f), "{}", p.wall_s);
         // Streaming: each file max(1, 2) = 2: 2 + 2 + 0.5.

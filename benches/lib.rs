@@ -10,6 +10,22 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+/// `n` pseudo-random points in the CONUS bounding box (24.5–49.4° N, 124.8–66.9° W), fixed
+/// seed: the cities of the location-mode and link benchmarks.
+pub fn conus_points(n: usize) -> Vec<(f64, f64)> {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        // xorshift64*
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1_u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| (24.5 + 24.9 * next(), -124.8 + 57.9 * next()))
+        .collect()
+}
+
 /// Directory for generated benchmark inputs: `<workspace>/target/bench-data` (shared by all
 /// target dirs, generated once).
 pub fn bench_data_dir() -> PathBuf {
@@ -236,6 +252,8 @@ pub struct Measured {
     pub secs: f64,
     /// The largest child's peak RSS (`ru_maxrss`), bytes.
     pub peak_rss: u64,
+    /// CPU seconds (user + system) of all the children.
+    pub cpu_secs: f64,
     /// Standard output (empty when discarded).
     pub stdout: String,
     /// Standard error.
@@ -281,6 +299,7 @@ pub fn measure_all(cmds: &mut [std::process::Command], what: &str, keep_stdout: 
         children.push((child.id() as libc::pid_t, out_path, err_path));
     }
     let mut peak = 0;
+    let mut cpu = 0.0;
     let mut stdout = String::new();
     let mut stderr = String::new();
     let mut failed = Vec::new();
@@ -300,6 +319,8 @@ pub fn measure_all(cmds: &mut [std::process::Command], what: &str, keep_stdout: 
         }
         // Linux reports ru_maxrss in KiB.
         peak = peak.max(ru.ru_maxrss as u64 * 1024);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        cpu += tv(ru.ru_utime) + tv(ru.ru_stime);
     }
     let secs = t.elapsed().as_secs_f64();
     assert!(
@@ -309,6 +330,7 @@ pub fn measure_all(cmds: &mut [std::process::Command], what: &str, keep_stdout: 
     Measured {
         secs,
         peak_rss: peak,
+        cpu_secs: cpu,
         stdout,
         stderr,
     }
@@ -514,6 +536,18 @@ pub mod cmip6_job {
 
     /// `nexingest ingest` of the job (model [`MODEL`]) from its local files.
     pub fn ingest(bin: &Path, db: &Db, schema: &str, log_var: &str, files: &[PathBuf]) -> Command {
+        ingest_at(bin, db, schema, log_var, files, "all")
+    }
+
+    /// `nexingest ingest` of the job (model [`MODEL`]) from its local files for `locations`.
+    pub fn ingest_at(
+        bin: &Path,
+        db: &Db,
+        schema: &str,
+        log_var: &str,
+        files: &[PathBuf],
+        locations: &str,
+    ) -> Command {
         let mut c = nexingest(bin, db, schema, log_var);
         c.args([
             "ingest",
@@ -528,7 +562,7 @@ pub mod cmip6_job {
             "--variables",
             &VARS.join(","),
             "--locations",
-            "all",
+            locations,
             "--no-progress",
         ])
         .args(files);
@@ -667,10 +701,18 @@ impl LocalAws {
     /// # Panics
     /// If a send fails.
     pub fn enqueue_cmip6(&self, models: &[&str]) {
+        self.enqueue_cmip6_at(models, "all");
+    }
+
+    /// Sends one job message per model for `locations` (`all`, `cities`, …).
+    ///
+    /// # Panics
+    /// If a send fails.
+    pub fn enqueue_cmip6_at(&self, models: &[&str], locations: &str) {
         self.rt.block_on(async {
             for m in models {
                 let body = format!(
-                    r#"{{"dataset":"NEX-GDDP-CMIP6","scenario":"{}","model":"{m}","year":{},"variables":["tasmin","tasmax","pr"],"locations":"all"}}"#,
+                    r#"{{"dataset":"NEX-GDDP-CMIP6","scenario":"{}","model":"{m}","year":{},"variables":["tasmin","tasmax","pr"],"locations":"{locations}"}}"#,
                     cmip6_job::SCENARIO,
                     cmip6_job::YEAR
                 );

@@ -56,21 +56,6 @@ fn input_files() -> Vec<PathBuf> {
         .collect()
 }
 
-/// `n` pseudo-random points in the CONUS bounding box (24.5–49.4° N, 124.8–66.9° W), fixed seed.
-fn conus_points(n: usize) -> Vec<(f64, f64)> {
-    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        // xorshift64*
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1_u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| (24.5 + 24.9 * next(), -124.8 + 57.9 * next()))
-        .collect()
-}
-
 fn options() -> DecodeOptions {
     DecodeOptions {
         data_radius_km: RADIUS_KM,
@@ -149,7 +134,7 @@ fn points_count() -> usize {
 
 /// The child: the job once, first thing in a fresh process; prints `secs open locate decode`.
 fn child(paths: &[PathBuf]) {
-    let points = conus_points(points_count());
+    let points = nb::conus_points(points_count());
     let t = Instant::now();
     let r = job(paths, &points, true);
     let secs = t.elapsed().as_secs_f64();
@@ -208,7 +193,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let exe = std::env::current_exe().expect("this bench's path");
-    let points = conus_points(points_count());
+    let points = nb::conus_points(points_count());
     let raw: Vec<_> = paths
         .iter()
         .zip(VARS)
