@@ -171,18 +171,22 @@ async fn within_deadline<T>(
     f: impl Future<Output = Result<T, JobError>>,
 ) -> Result<T, JobError> {
     let deadline = t.transfer_deadline(bytes);
-    tokio::time::timeout(deadline, f).await.unwrap_or_else(|_| {
-        Err(JobError::S3 {
-            bucket: bucket.into(),
-            key: key.into(),
-            message: TimeoutKind::Operation.message(&format!(
-                "{what} not downloaded within {} (the operation timeout + 1 s per {} KiB)",
-                secs(deadline),
-                AwsTimeouts::MIN_TRANSFER_RATE / 1024
-            )),
-            transient: true,
-        })
-    })
+    tokio::time::timeout(deadline, f)
+        .await
+        .unwrap_or_else(|_| Err(deadline_passed(deadline, bucket, key, what)))
+}
+
+fn deadline_passed(deadline: std::time::Duration, bucket: &str, key: &str, what: &str) -> JobError {
+    JobError::S3 {
+        bucket: bucket.into(),
+        key: key.into(),
+        message: TimeoutKind::Operation.message(&format!(
+            "{what} not downloaded within {} (the operation timeout + 1 s per {} KiB)",
+            secs(deadline),
+            AwsTimeouts::MIN_TRANSFER_RATE / 1024
+        )),
+        transient: true,
+    }
 }
 
 /// The key of one variable's file for a job. NEX-GDDP and LOCA keys follow their template
@@ -318,8 +322,7 @@ pub async fn download(
             let etag = etag.as_deref();
             async move {
                 let what = format!("bytes {start}-{end}");
-                let part = get_part(s3, bucket, key, etag, &file, (start, end), &t, &what);
-                within_deadline(&t, end + 1 - start, bucket, key, &what, part).await
+                get_part(s3, bucket, key, etag, &file, (start, end), &t, &what).await
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -336,8 +339,10 @@ pub async fn download(
 pub const PART_RESUMES: u32 = 3;
 
 /// One part of `download` into its place in `file`: a ranged GET; when its body fails or
-/// stalls mid-way, a GET of the part's remaining bytes only (same ETag), up to
-/// [`PART_RESUMES`] times, so what has arrived is never fetched again. Returns the byte count.
+/// stalls mid-way (a read error or the read timeout), a GET of the part's remaining bytes only
+/// (same ETag), up to [`PART_RESUMES`] times, so what has arrived is never fetched again. Each
+/// GET has [`AwsTimeouts::transfer_deadline`] of the bytes it asks for; a GET that misses it
+/// (a link too slow, not a broken one) ends the part. Returns the byte count.
 #[allow(clippy::too_many_arguments)]
 async fn get_part(
     s3: &Client,
@@ -352,7 +357,12 @@ async fn get_part(
     let mut off = start;
     let mut resumes = 0;
     loop {
-        match get_range(s3, bucket, key, etag, file, (&mut off, end), t, what).await {
+        let deadline = t.transfer_deadline(end + 1 - off);
+        let get = get_range(s3, bucket, key, etag, file, (&mut off, end), t, what);
+        let Ok(r) = tokio::time::timeout(deadline, get).await else {
+            return Err(deadline_passed(deadline, bucket, key, what));
+        };
+        match r {
             Ok(()) => return Ok(end + 1 - start),
             Err(e) if e.is_transient() && resumes < PART_RESUMES && !changed(&e) => {
                 resumes += 1;
