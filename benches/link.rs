@@ -23,7 +23,10 @@
 //!    (bytes, CPU seconds of a city job's `ingest`, its load time, one job's fetch rate alone),
 //!    predicting 1, 2 and 3 worker processes (`--jobs 1` each) sharing the link and the 2
 //!    cores; then they run, and the ratio is printed.
-//! 4. **Prediction**: the NEX-GDDP-CMIP6 cities load (jobs counted from the catalog) on 20
+//! 4. **What a city job needs** of each layout (no transfer: from the chunk index): the bytes of
+//!    the chunks that hold the 1,000 points' cells, against the file — what fetching only
+//!    those chunks would save (whole-day chunks: nothing; NEX-GDDP's `1 × 90 × 180` tiles: most).
+//! 5. **Prediction**: the NEX-GDDP-CMIP6 cities load (jobs counted from the catalog) on 20
 //!    m5.2xlarge (2.5 Gbps, 8 vCPU, `--jobs 4`, `--max-db-loads 4`), today's path and streaming.
 
 use linkproxy::{LinkConfig, LinkProxy, Stats};
@@ -60,6 +63,36 @@ fn ledger(b: &QueueBench) -> Ledger {
         load_s: v[4],
         job_s: v[5],
     }
+}
+
+/// Of one file: (file bytes, bytes of the chunks that hold a cell of `cells`, those chunks, all
+/// chunks), from the HDF5 chunk index.
+fn needed_chunks(
+    path: &std::path::Path,
+    var: &str,
+    cells: &[nexdecode::CellIndex],
+) -> (u64, u64, usize, usize) {
+    let file_bytes = std::fs::metadata(path).expect("file").len();
+    hdf5_metno::sync::sync(|| {
+        let f = hdf5_metno::File::open(path).expect("open with HDF5");
+        let ds = f.dataset(var).expect("dataset");
+        let shape = ds.chunk().expect("chunked");
+        let (cy, cx) = (shape[1] as u64, shape[2] as u64);
+        let tiles: std::collections::HashSet<(u64, u64)> = cells
+            .iter()
+            .map(|c| (c.lat as u64 / cy, c.lon as u64 / cx))
+            .collect();
+        let n = ds.num_chunks().expect("chunk count");
+        let (mut need, mut k) = (0u64, 0usize);
+        for i in 0..n {
+            let info = ds.chunk_info(i).expect("chunk info");
+            if tiles.contains(&(info.offset[1] / cy, info.offset[2] / cx)) {
+                need += info.size;
+                k += 1;
+            }
+        }
+        (file_bytes, need, k, n)
+    })
 }
 
 /// A proxy in front of moto at `rate` (bytes/s; `None`: unlimited), on its own runtime.
@@ -253,7 +286,43 @@ fn main() {
         ));
     }
 
-    // 4. The NEX-GDDP-CMIP6 cities load on 20 m5.2xlarge.
+    // 4. What a city job needs of each layout.
+    let points = nexingest_benches::conus_points(1000);
+    let opts = nexdecode::DecodeOptions {
+        data_radius_km: 50.0,
+        single_year_file: true,
+        ..Default::default()
+    };
+    let mut needs = Vec::new();
+    for (layout, path) in [
+        (
+            "NEX-GDDP-CMIP6, whole-day chunks 1 × 600 × 1440",
+            files[1].clone(),
+        ),
+        (
+            "NEX-GDDP, tiles 1 × 90 × 180",
+            nexingest_benches::nex_gddp_full_grid_file(),
+        ),
+    ] {
+        let var = nexingest_benches::FULL_GRID_VAR;
+        let f = nexdecode::GridFile::open_variable(&path, var).expect("open");
+        let cells: Vec<_> = f
+            .locate(cmip6_job::YEAR, &points, &opts)
+            .expect("locate")
+            .iter()
+            .filter_map(|m| m.cell)
+            .collect();
+        let (file, need, k, n) = needed_chunks(&path, var, &cells);
+        needs.push(format!(
+            "| {layout} | {:.0} | {k} of {n} | {:.0} | {:.3} | {:.2} |",
+            mb(file as f64),
+            mb(need as f64),
+            need as f64 / file as f64,
+            file as f64 / need.max(1) as f64,
+        ));
+    }
+
+    // 5. The NEX-GDDP-CMIP6 cities load on 20 m5.2xlarge.
     let d = Dataset::NexGddpCmip6;
     let years: usize = d
         .scenarios()
@@ -313,6 +382,16 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in &check {
+        println!("{r}");
+    }
+    println!(
+        "\nwhat a city job (1,000 CONUS points) needs of one variable's file, by layout (chunk index):\n"
+    );
+    println!(
+        "| layout | file MB | chunks holding a cell | their MB | needed ÷ file | today's bytes ÷ needed |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &needs {
         println!("{r}");
     }
     println!(
