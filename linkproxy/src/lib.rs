@@ -50,6 +50,10 @@ use tokio::time::Instant;
 /// Bytes sent per step of the token bucket: small enough that streams interleave fairly.
 const STEP: usize = 16 << 10;
 
+/// Credit the link keeps while idle: a stream that wakes up late (the timer's 1 ms grain) sends
+/// into time the link would otherwise lose, so the link reaches its rate with many small steps.
+const BURST: Duration = Duration::from_millis(5);
+
 /// A gap in client → upstream traffic after which the next bytes count as a new request.
 const REQUEST_GAP: Duration = Duration::from_millis(1);
 
@@ -257,7 +261,8 @@ async fn serve(s: &Arc<Shared>, client: TcpStream) -> std::io::Result<()> {
             if let Some(rate) = s.cfg.rate {
                 let ready = {
                     let mut next = s.next_free.lock().await;
-                    let start = (*next).max(Instant::now());
+                    let now = Instant::now();
+                    let start = (*next).max(now.checked_sub(BURST).unwrap_or(now));
                     *next = start
                         + Duration::from_nanos((n as u128 * 1_000_000_000 / rate as u128) as u64);
                     *next
