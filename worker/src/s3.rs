@@ -22,9 +22,6 @@ use crate::catalog::Dataset;
 use crate::config::AwsTimeouts;
 use crate::error::JobError;
 
-/// How the message of an object replaced while it was being read begins.
-const CHANGED: &str = "the object changed while it was being read";
-
 /// Sorts an SDK error into not-found / transient / permanent; an object replaced mid-read
 /// (`If-Match` failed, 412) is transient: another attempt reads the new object.
 pub fn classify<E>(
@@ -58,10 +55,9 @@ where
         return JobError::S3 {
             bucket: bucket.into(),
             key: key.into(),
-            message: format!(
-                "{CHANGED} (its ETag no longer matches the one first read); the next attempt \
-                 reads the new object from the start"
-            ),
+            message: "the object changed while it was being read (its ETag no longer matches \
+                      the one first read); the next attempt reads the new object from the start"
+                .into(),
             transient: true,
         };
     }
@@ -339,7 +335,8 @@ pub async fn download(
 pub const PART_RESUMES: u32 = 3;
 
 /// One part of `download` into its place in `file`: a ranged GET; when its body fails or
-/// stalls mid-way (a read error or the read timeout), a GET of the part's remaining bytes only
+/// stalls mid-way (a read error or the read timeout, after some bytes arrived), a GET of the
+/// part's remaining bytes only
 /// (same ETag), up to [`PART_RESUMES`] times, so what has arrived is never fetched again. Each
 /// GET has [`AwsTimeouts::transfer_deadline`] of the bytes it asks for; a GET that misses it
 /// (a link too slow, not a broken one) ends the part. Returns the byte count.
@@ -357,6 +354,7 @@ async fn get_part(
     let mut off = start;
     let mut resumes = 0;
     loop {
+        let from = off;
         let deadline = t.transfer_deadline(end + 1 - off);
         let get = get_range(s3, bucket, key, etag, file, (&mut off, end), t, what);
         let Ok(r) = tokio::time::timeout(deadline, get).await else {
@@ -364,7 +362,10 @@ async fn get_part(
         };
         match r {
             Ok(()) => return Ok(end + 1 - start),
-            Err(e) if e.is_transient() && resumes < PART_RESUMES && !changed(&e) => {
+            // Only a body that got somewhere before it broke is resumed: a request refused
+            // outright (an object replaced: 412; errors the SDK has already retried) ends the
+            // part.
+            Err(e) if e.is_transient() && off > from && resumes < PART_RESUMES => {
                 resumes += 1;
                 let delay = std::time::Duration::from_millis(100 << resumes);
                 debug!(bucket, key, part = what, from = off, error = %e, resume = resumes, "part cut; asking for the rest");
@@ -373,11 +374,6 @@ async fn get_part(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Whether an error says the object is no longer the one the download started on.
-fn changed(e: &JobError) -> bool {
-    matches!(e, JobError::S3 { message, .. } if message.starts_with(CHANGED))
 }
 
 /// One ranged GET of `bytes=*off-end` into `file`, advancing `off` past every byte written.
