@@ -117,8 +117,6 @@ struct Running {
     fetch_i: usize,
     /// Bytes left of the file being fetched (`fetch_i`), when fetching.
     fetch_left: Option<f64>,
-    /// Files fetched and waiting for decode.
-    fetched: usize,
     /// Next file to decode.
     decode_i: usize,
     /// CPU seconds left of the file being decoded, when decoding.
@@ -167,13 +165,12 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
     let mut slots_used = 0usize;
     let mut slot_queue: std::collections::VecDeque<usize> = Default::default();
     let (mut t, mut done) = (0.0f64, 0usize);
-    let (mut link_used, mut cpu_used, mut db_used, mut s3_used) = (0.0, 0.0, 0.0, 0.0);
+    let (mut link_used, mut cpu_used, mut db_used) = (0.0, 0.0, 0.0);
     let start = |job: usize, host: usize| Running {
         job,
         host,
         fetch_i: 0,
         fetch_left: None,
-        fetched: 0,
         decode_i: 0,
         decode_left: None,
         load_left: None,
@@ -202,7 +199,7 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
                 r.fetch_left = Some(j.files[r.fetch_i].0);
                 r.decode_left = Some(j.files[r.fetch_i].1);
             }
-            if !h.overlap && r.decode_left.is_none() && r.decode_i < r.fetched {
+            if !h.overlap && r.decode_left.is_none() && r.decode_i < r.fetch_i {
                 r.decode_left = Some(j.files[r.decode_i].1);
             }
             if r.decode_i == j.files.len() && r.load_left.is_none() && !r.waiting_slot {
@@ -261,7 +258,6 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
         let dt = dt.max(0.0);
         t += dt;
         link_used += dt * total_fetch * s3_scale;
-        s3_used += dt * total_fetch * s3_scale;
         db_used += dt * slots_used as f64;
         for (host, &n) in decoding.iter().enumerate() {
             if n > 0 {
@@ -291,7 +287,6 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
                 if r.in_file && r.fetch_left.is_none() && r.decode_left.is_none() {
                     r.in_file = false;
                     r.fetch_i += 1;
-                    r.fetched += 1;
                     r.decode_i += 1;
                 }
             } else {
@@ -300,7 +295,6 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
                 {
                     r.fetch_left = None;
                     r.fetch_i += 1;
-                    r.fetched += 1;
                 }
                 if r.decode_left.is_some_and(|c| c <= eps) {
                     r.decode_left = None;
@@ -335,7 +329,7 @@ pub fn simulate(jobs: &[JobCost], fleet: &Fleet, seed: u64) -> Prediction {
         cpu_busy: cap(cpu_used / (h.cores * fleet.hosts as f64)),
         db_busy: cap(db_used / fleet.db_slots as f64),
         s3_busy: if fleet.s3_rate.is_finite() {
-            cap(s3_used / fleet.s3_rate)
+            cap(link_used / fleet.s3_rate)
         } else {
             0.0
         },

@@ -98,9 +98,11 @@ pub fn generated(spec: &fixtures::GridSpec) -> PathBuf {
     path
 }
 
-/// One stored chunk: file offset and compressed size.
+/// One stored chunk: where its data starts in the grid, file offset and compressed size.
 #[derive(Debug, Clone, Copy)]
 pub struct RawChunk {
+    /// Index of its first element on each axis (time, lat, lon).
+    pub origin: [u64; 3],
     /// Byte offset in the file.
     pub addr: u64,
     /// Compressed size in bytes.
@@ -108,6 +110,7 @@ pub struct RawChunk {
 }
 
 /// The stored chunks of `var` (from the HDF5 chunk index) and the decompressed chunk size.
+/// See [`chunk_shape`] for the chunks' extent.
 ///
 /// # Panics
 ///
@@ -121,13 +124,33 @@ pub fn raw_chunks(path: &Path, var: &str) -> (Vec<RawChunk>, usize) {
         let chunks = (0..n)
             .map(|i| {
                 let info = ds.chunk_info(i).expect("chunk info");
+                let mut origin = [0; 3];
+                for (o, v) in origin.iter_mut().zip(&info.offset) {
+                    *o = *v;
+                }
                 RawChunk {
+                    origin,
                     addr: info.addr,
                     size: info.size as usize,
                 }
             })
             .collect();
         (chunks, chunk_bytes)
+    })
+}
+
+/// The chunk shape of `var` (time, lat, lon).
+///
+/// # Panics
+///
+/// If the variable is missing or not chunked.
+pub fn chunk_shape(path: &Path, var: &str) -> Vec<usize> {
+    hdf5_metno::sync::sync(|| {
+        let file = hdf5_metno::File::open(path).expect("open with HDF5");
+        file.dataset(var)
+            .expect("dataset")
+            .chunk()
+            .expect("chunked")
     })
 }
 

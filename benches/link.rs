@@ -73,26 +73,19 @@ fn needed_chunks(
     cells: &[nexdecode::CellIndex],
 ) -> (u64, u64, usize, usize) {
     let file_bytes = std::fs::metadata(path).expect("file").len();
-    hdf5_metno::sync::sync(|| {
-        let f = hdf5_metno::File::open(path).expect("open with HDF5");
-        let ds = f.dataset(var).expect("dataset");
-        let shape = ds.chunk().expect("chunked");
-        let (cy, cx) = (shape[1] as u64, shape[2] as u64);
-        let tiles: std::collections::HashSet<(u64, u64)> = cells
-            .iter()
-            .map(|c| (c.lat as u64 / cy, c.lon as u64 / cx))
-            .collect();
-        let n = ds.num_chunks().expect("chunk count");
-        let (mut need, mut k) = (0u64, 0usize);
-        for i in 0..n {
-            let info = ds.chunk_info(i).expect("chunk info");
-            if tiles.contains(&(info.offset[1] / cy, info.offset[2] / cx)) {
-                need += info.size;
-                k += 1;
-            }
-        }
-        (file_bytes, need, k, n)
-    })
+    let shape = nexingest_benches::chunk_shape(path, var);
+    let (cy, cx) = (shape[1] as u64, shape[2] as u64);
+    let tiles: std::collections::HashSet<(u64, u64)> = cells
+        .iter()
+        .map(|c| (c.lat as u64 / cy, c.lon as u64 / cx))
+        .collect();
+    let (chunks, _) = nexingest_benches::raw_chunks(path, var);
+    let needed: Vec<_> = chunks
+        .iter()
+        .filter(|c| tiles.contains(&(c.origin[1] / cy, c.origin[2] / cx)))
+        .collect();
+    let bytes = needed.iter().map(|c| c.size as u64).sum();
+    (file_bytes, bytes, needed.len(), chunks.len())
 }
 
 /// A proxy in front of moto at `rate` (bytes/s; `None`: unlimited), on its own runtime.
@@ -130,7 +123,7 @@ impl Link {
 
 /// Runs `n` worker processes (`--jobs k` each) on the queue through `link`; wall seconds and
 /// what crossed the link.
-fn run_through(b: &QueueBench, link: &Link, n: usize, k: usize) -> (f64, Stats, f64) {
+fn run_through(b: &QueueBench, link: &Link, n: usize, k: usize) -> (f64, Stats) {
     let before = link.proxy.stats();
     let mut cmds: Vec<_> = (0..n)
         .map(|_| {
@@ -140,7 +133,7 @@ fn run_through(b: &QueueBench, link: &Link, n: usize, k: usize) -> (f64, Stats, 
         })
         .collect();
     let m = measure_all(&mut cmds, "nexingest run", false);
-    (m.secs, link.proxy.stats().since(&before), m.cpu_secs)
+    (m.secs, link.proxy.stats().since(&before))
 }
 
 fn mb(x: f64) -> f64 {
@@ -212,7 +205,7 @@ fn main() {
         cmip6_job::reset_jobs(db, SCHEMA);
         b.aws.enqueue_cmip6_at(models, "cities");
         let link = Link::new(&b.aws.endpoint, r);
-        let (secs, st, _) = run_through(&b, &link, 1, 2);
+        let (secs, st) = run_through(&b, &link, 1, 2);
         let l = ledger(&b);
         assert_eq!(l.jobs as usize, njobs, "every city job done");
         let eff_rate = r.map_or(st.bytes_down as f64 / secs, |x| x as f64);
@@ -242,7 +235,7 @@ fn main() {
     cmip6_job::reset_jobs(db, SCHEMA);
     b.aws.enqueue_cmip6(&models[..1]);
     let link = Link::new(&b.aws.endpoint, Some(rate));
-    let (grid_secs, grid_st, _) = run_through(&b, &link, 1, 1);
+    let (grid_secs, grid_st) = run_through(&b, &link, 1, 1);
     let transfer = grid_st.bytes_down as f64 / rate as f64;
     let grid_bound = transfer.max(grid_alone.secs);
 
@@ -255,7 +248,7 @@ fn main() {
     // A process's start (connect, resolve the queue) and its last empty receive.
     cmip6_job::reset_jobs(db, SCHEMA);
     let idle = Link::new(&b.aws.endpoint, None);
-    let (overhead, _, _) = run_through(&b, &idle, 1, 1);
+    let (overhead, _) = run_through(&b, &idle, 1, 1);
     let mut check = Vec::new();
     for n in 1..=3usize {
         let fleet = Fleet {
@@ -276,7 +269,7 @@ fn main() {
         cmip6_job::reset_jobs(db, SCHEMA);
         b.aws.enqueue_cmip6_at(models, "cities");
         let link = Link::new(&b.aws.endpoint, Some(rate));
-        let (secs, st, _) = run_through(&b, &link, n, 1);
+        let (secs, st) = run_through(&b, &link, n, 1);
         check.push(format!(
             "| {n} × `--jobs 1` | {njobs} | {predicted:.1} | {secs:.1} | {:.2} | {:.2} | {} | {} |",
             predicted / secs,
