@@ -47,6 +47,8 @@ use rayon::prelude::*;
 
 use crate::block::{BlockRequest, ValueRule};
 use crate::error::DecodeError;
+use crate::h5index::{ChunkedVar, ElemType};
+use crate::remote::{Remote, RemoteFile};
 
 /// Signature at the start of an HDF5 file (without a user block).
 const HDF5_MAGIC: [u8; 8] = *b"\x89HDF\r\n\x1a\n";
@@ -106,7 +108,7 @@ pub(crate) fn decode_chunked(
 ) -> Result<Option<Array2<f32>>, DecodeError> {
     let mut values = Vec::new();
     let mut cells = Vec::new();
-    if !decode_chunked_into(path, req, Rows::Requested, &mut values, &mut cells)? {
+    if !decode_chunked_into(path, req, None, Rows::Requested, &mut values, &mut cells)? {
         return Ok(None);
     }
     let out = Array2::from_shape_vec((cells.len(), req.days), values)
@@ -119,6 +121,9 @@ pub(crate) fn decode_chunked(
 ///
 /// Both vectors are overwritten and their allocations reused: when `values` already has the
 /// capacity, no new memory is allocated or faulted for the output.
+///
+/// With `remote`, the chunks come from its [`RemoteFile`] (announced in decode order, then
+/// taken batch by batch) and its layout is used instead of asking HDF5.
 ///
 /// Returns `Ok(false)` (leaving both vectors untouched) when the variable is not eligible (not an
 /// HDF5 file, not chunked, filters other than `[shuffle, deflate]` / `[deflate]`, not a 4-byte
@@ -133,6 +138,7 @@ pub(crate) fn decode_chunked(
 pub(crate) fn decode_chunked_into(
     path: &Path,
     req: &BlockRequest<'_>,
+    remote: Option<&Remote>,
     rows: Rows,
     values: &mut Vec<f32>,
     cells: &mut Vec<usize>,
@@ -145,19 +151,46 @@ pub(crate) fn decode_chunked_into(
         ?rows
     )
     .entered();
-    if !request_is_valid(req) || !has_hdf5_magic(path) {
+    if !request_is_valid(req) {
         return Ok(false);
     }
-    let Some((layout, direct)) = hdf5::sync::sync(|| Layout::probe(path, req)) else {
-        tracing::debug!(var = req.var, "chunked fast path not eligible");
-        return Ok(false);
+    let probed;
+    let file;
+    let (layout, src) = match remote {
+        Some(r) => {
+            if r.layout.shape != req.shape {
+                return Ok(false);
+            }
+            let src = Source {
+                file: None,
+                direct: None,
+                remote: Some(&*r.src),
+            };
+            (&r.layout, src)
+        }
+        None => {
+            if !has_hdf5_magic(path) {
+                return Ok(false);
+            }
+            let Some(p) = hdf5::sync::sync(|| Layout::probe(path, req)) else {
+                tracing::debug!(var = req.var, "chunked fast path not eligible");
+                return Ok(false);
+            };
+            file = match File::open(path) {
+                Ok(f) => f,
+                Err(_) => return Ok(false),
+            };
+            probed = p;
+            let src = Source {
+                file: Some(&file),
+                direct: probed.1.as_ref(),
+                remote: None,
+            };
+            (&probed.0, src)
+        }
     };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(_) => return Ok(false),
-    };
-    let plan = Plan::new(req, &layout);
-    if !plan.chunks_present(&layout) {
+    let plan = Plan::new(req, layout);
+    if !plan.chunks_present(layout) {
         tracing::debug!(
             var = req.var,
             "chunk without storage; using the netcdf path"
@@ -174,11 +207,7 @@ pub(crate) fn decode_chunked_into(
         started: false,
     };
     out.cells.clear();
-    let src = Source {
-        file: &file,
-        direct: direct.as_ref(),
-    };
-    decode_into(&src, path, req, &layout, &plan, rows, &mut out)?;
+    decode_into(&src, path, req, layout, &plan, rows, &mut out)?;
     if out.cells.is_empty() {
         // No rows (nothing requested, or no valid value): nothing was prepared.
         out.values.clear();
@@ -286,14 +315,18 @@ impl Direct {
 /// Where the compressed chunks come from.
 struct Source<'a> {
     /// The file, for positioned reads at the chunk addresses.
-    file: &'a File,
+    file: Option<&'a File>,
     /// Set when the chunks are read through HDF5 instead ([`Direct`]).
     direct: Option<&'a Direct>,
+    /// Set when the chunks are read by ranges instead.
+    remote: Option<&'a dyn RemoteFile>,
 }
 
 /// What HDF5 told us about the variable.
 #[derive(Debug)]
-struct Layout {
+pub(crate) struct Layout {
+    /// Variable shape `(t, y, x)`.
+    shape: [usize; 3],
     /// Chunk shape `(t, y, x)`.
     chunk: [usize; 3],
     /// Number of chunks along each axis.
@@ -381,6 +414,7 @@ impl Layout {
             }
         }
         let layout = Layout {
+            shape: req.shape,
             chunk,
             grid,
             shuffle_pos,
@@ -390,6 +424,64 @@ impl Layout {
         };
         // Without `Direct`, `ds` and `file` close here, still under the lock.
         Some((layout, direct.then_some(Direct { ds, _file: file })))
+    }
+
+    /// The layout of a variable whose chunk index was read by [`h5index`]; `Err` says why
+    /// the fast path cannot decode it.
+    pub(crate) fn from_index(ix: &ChunkedVar) -> Result<Layout, String> {
+        let dims = |v: &[u64], what: &str| -> Result<[usize; 3], String> {
+            let d: Vec<usize> = v.iter().map(|&x| x as usize).collect();
+            d.try_into()
+                .map_err(|_| format!("{what} has {} dimensions, not 3", v.len()))
+        };
+        let shape = dims(&ix.shape, "the variable")?;
+        let chunk = dims(&ix.chunk, "a chunk")?;
+        if chunk.contains(&0) {
+            return Err("a chunk dimension is 0".into());
+        }
+        let big_endian = match ix.elem {
+            ElemType::Float {
+                size: 4,
+                big_endian,
+            } => big_endian,
+            other => return Err(format!("values are not 4-byte floats ({other:?})")),
+        };
+        let (shuffle_pos, deflate_pos) = match ix.filters.as_slice() {
+            [2, 1] => (Some(0), 1),
+            [1] => (None, 0),
+            f => {
+                return Err(format!(
+                    "filters {f:?} (the fast path needs shuffle + deflate or deflate)"
+                ));
+            }
+        };
+        let grid = [0, 1, 2].map(|d| shape[d].div_ceil(chunk[d]));
+        let mut chunks = vec![None; grid.iter().product()];
+        for c in &ix.chunks {
+            let off = dims(&c.offset, "a chunk offset")?;
+            if (0..3).any(|d| !off[d].is_multiple_of(chunk[d]) || off[d] >= shape[d]) {
+                return Err(format!("a chunk at {off:?} lies off the chunk grid"));
+            }
+            let pos =
+                ((off[0] / chunk[0]) * grid[1] + off[1] / chunk[1]) * grid[2] + off[2] / chunk[2];
+            chunks[pos] = Some(ChunkLoc {
+                addr: c.addr,
+                size: c.size,
+                mask: c.mask,
+            });
+        }
+        if chunks.iter().any(Option::is_none) {
+            return Err("a chunk has no storage (never written)".into());
+        }
+        Ok(Layout {
+            shape,
+            chunk,
+            grid,
+            shuffle_pos,
+            deflate_pos,
+            big_endian,
+            chunks,
+        })
     }
 
     fn chunk_elems(&self) -> usize {
@@ -817,6 +909,19 @@ fn decode_into(
     let row_bytes = chunk_bytes * nsp;
     let kernel = Kernel::new(req.values);
 
+    if let Some(remote) = src.remote {
+        // Every chunk of the decode, in the order the batches below take them.
+        let order: Vec<std::ops::Range<u64>> = plan
+            .time_chunks
+            .iter()
+            .flat_map(|t| (0..nsp).map(move |s| plan.chunk_pos(layout, t.tc, s)))
+            .map(|pos| {
+                let loc = layout.chunks[pos].expect("checked");
+                loc.addr..loc.addr + loc.size
+            })
+            .collect();
+        remote.prefetch(&order);
+    }
     let mut bufs = BatchBufs::take();
     let mut jobs: Vec<Job> = Vec::new();
     let mut steps: Vec<BatchStep> = Vec::new();
@@ -879,7 +984,19 @@ fn decode_into(
                 })
             })?;
         }
-        let (file, direct_mode) = (src.file, src.direct.is_some());
+        if let Some(remote) = src.remote {
+            // The batch's chunks as they arrive (later ones are still being fetched meanwhile).
+            for (jb, job) in bufs.iter_mut().zip(&jobs) {
+                let r = job.loc.addr..job.loc.addr + job.loc.size;
+                jb.raw = remote.take(r).map_err(|source| DecodeError::Fetch {
+                    path: path.to_path_buf(),
+                    what: format!("a chunk of `{}` at time index {}", req.var, job.t0),
+                    source,
+                })?;
+                jb.raw_mask = job.loc.mask;
+            }
+        }
+        let (file, direct_mode) = (src.file, src.direct.is_some() || src.remote.is_some());
         // Inflate each chunk into a per-worker buffer and, while it is still in cache, convert
         // the known rows' values into the job's compact buffer; in `Rows::Valid` mode also look
         // for valid values among the candidates and convert those found.
@@ -1148,7 +1265,7 @@ fn fill_prefix(_: &[u8], _: usize, _: usize, _: usize, _: [u8; 4]) -> usize {
 /// through [`Direct`]), inflates (unless the chunk skipped deflate) and checks one chunk into
 /// `buf`.
 fn read_chunk(
-    file: &File,
+    file: Option<&File>,
     layout: &Layout,
     loc: ChunkLoc,
     stored: Option<(&[u8], u32)>,
@@ -1178,7 +1295,10 @@ fn read_chunk(
                 buf.bytes.copy_from_slice(raw);
                 Ok(())
             }
-            None => file.read_exact_at(&mut buf.bytes, loc.addr).map_err(short),
+            None => file
+                .expect("a file without stored bytes")
+                .read_exact_at(&mut buf.bytes, loc.addr)
+                .map_err(short),
         };
     }
     INFLATE.with(|cell| {
@@ -1187,7 +1307,9 @@ fn read_chunk(
             Some((raw, _)) => raw,
             None => {
                 compressed.resize(size, 0);
-                file.read_exact_at(compressed, loc.addr).map_err(short)?;
+                file.expect("a file without stored bytes")
+                    .read_exact_at(compressed, loc.addr)
+                    .map_err(short)?;
                 compressed
             }
         };

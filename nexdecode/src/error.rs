@@ -204,6 +204,18 @@ pub enum DecodeError {
         /// Grid longitude count.
         nlon: usize,
     },
+
+    /// The bytes of a file read by ranges ([`crate::RemoteFile`]) could not be fetched.
+    #[error("{path}: cannot fetch {what}: {source}")]
+    Fetch {
+        /// The file (its name as given to [`crate::GridFile::open_remote`]).
+        path: PathBuf,
+        /// What was being fetched, e.g. "the chunk index" or "a chunk of `tas`".
+        what: String,
+        /// The [`crate::RemoteFile`]'s error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DecodeError {
@@ -237,7 +249,8 @@ impl DecodeError {
             | Self::IncompleteYear { path, .. }
             | Self::DaysOutsideYear { path, .. }
             | Self::JulianDate { path, .. }
-            | Self::CellOutOfRange { path, .. } => path,
+            | Self::CellOutOfRange { path, .. }
+            | Self::Fetch { path, .. } => path,
         }
     }
 }

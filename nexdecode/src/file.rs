@@ -12,6 +12,7 @@ use crate::grid::Grid;
 use crate::meta::{self, Dtype, VariableInfo};
 use crate::netcdf_read;
 use crate::options::{CellSelection, DecodeOptions, ReadPath};
+use crate::remote::{self, MetaImage, Remote, RemoteFile};
 use crate::series::{TimeAxis, YearBlock};
 
 /// Role of a dimension, from its name.
@@ -39,10 +40,37 @@ fn role(dim: &str) -> Role {
 #[derive(Debug)]
 pub struct GridFile {
     path: PathBuf,
-    file: netcdf::File,
+    file: Handle,
+    /// Set when the file is read by ranges ([`GridFile::open_remote`]).
+    remote: Option<Remote>,
     info: VariableInfo,
     grid: Grid,
     time: TimeAxis,
+}
+
+/// The libnetcdf handle: a file on disk, or the metadata image of a remote file.
+enum Handle {
+    Disk(netcdf::File),
+    Image(MetaImage),
+}
+
+impl std::ops::Deref for Handle {
+    type Target = netcdf::File;
+    fn deref(&self) -> &netcdf::File {
+        match self {
+            Handle::Disk(f) => f,
+            Handle::Image(m) => m.file(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handle::Disk(file) => file.fmt(f),
+            Handle::Image(_) => f.write_str("MetaImage"),
+        }
+    }
 }
 
 impl GridFile {
@@ -58,7 +86,7 @@ impl GridFile {
         let path = path.as_ref();
         let file = open_file(path)?;
         let name = find_data_variable(path, &file)?;
-        Self::from_file(path, file, &name)
+        Self::from_file(path, Handle::Disk(file), None, &name)
     }
 
     /// Opens a file and the named data variable.
@@ -73,10 +101,46 @@ impl GridFile {
     pub fn open_variable(path: impl AsRef<Path>, name: &str) -> Result<GridFile, DecodeError> {
         let path = path.as_ref();
         let file = open_file(path)?;
-        Self::from_file(path, file, name)
+        Self::from_file(path, Handle::Disk(file), None, name)
     }
 
-    fn from_file(path: &Path, file: netcdf::File, name: &str) -> Result<GridFile, DecodeError> {
+    /// Opens the named data variable of a file that is read by ranges (an S3 object, say),
+    /// without ever holding the whole file: its chunk index and metadata are read first (a few
+    /// round trips; everything but the variable's chunks), and each decode then fetches only
+    /// the chunks it needs, inflating them batch by batch as they arrive (see [`RemoteFile`]).
+    /// `name` stands for the file in errors and logs (its URL, say).
+    ///
+    /// Decodes give the same values as [`GridFile::open_variable`] on the same bytes; they
+    /// always take the chunked fast path ([`ReadPath::Netcdf`] is refused).
+    ///
+    /// # Errors
+    /// [`DecodeError::UnsupportedStorage`] when the variable is not stored in a way that can be
+    /// read by ranges (NetCDF-3, not chunked, not a 4-byte float with shuffle + deflate or
+    /// deflate, a chunk never written, an HDF5 structure the index reader does not handle):
+    /// read the whole file and use [`GridFile::open_variable`] instead.
+    /// [`DecodeError::Fetch`] when the source fails; otherwise as [`GridFile::open_variable`].
+    pub fn open_remote(
+        src: std::sync::Arc<dyn RemoteFile>,
+        name: impl AsRef<Path>,
+        var: &str,
+    ) -> Result<GridFile, DecodeError> {
+        quiet_hdf5_errors();
+        let path = name.as_ref();
+        let (image, remote) = remote::open(src, path, var)?;
+        Self::from_file(path, Handle::Image(image), Some(remote), var)
+    }
+
+    /// Whether this file is read by ranges ([`GridFile::open_remote`]).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    fn from_file(
+        path: &Path,
+        file: Handle,
+        remote: Option<Remote>,
+        name: &str,
+    ) -> Result<GridFile, DecodeError> {
         let _span = tracing::debug_span!("open", path = %path.display(), var = name).entered();
         let var = file
             .variable(name)
@@ -174,6 +238,7 @@ impl GridFile {
         Ok(GridFile {
             path: path.to_path_buf(),
             file,
+            remote,
             info,
             grid,
             time,
@@ -392,8 +457,21 @@ impl GridFile {
     ) -> Result<(), DecodeError> {
         quiet_hdf5_errors();
         let chunked = |values: &mut Vec<f32>, cells: &mut Vec<usize>| {
-            chunked::decode_chunked_into(&self.path, req, rows, values, cells)
+            chunked::decode_chunked_into(&self.path, req, self.remote.as_ref(), rows, values, cells)
         };
+        if self.remote.is_some() {
+            // Only the chunked path reads the chunks: the metadata image has none.
+            if path == ReadPath::Netcdf || !chunked(values, cells)? {
+                return Err(DecodeError::UnsupportedStorage {
+                    path: self.path.clone(),
+                    variable: self.info.name.clone(),
+                    detail: "a file read by ranges is decoded on the chunked path only \
+                             (ReadPath::Netcdf needs the whole file: use GridFile::open_variable)"
+                        .into(),
+                });
+            }
+            return Ok(());
+        }
         let eligible = match path {
             ReadPath::Netcdf => false,
             ReadPath::Auto => chunked(values, cells)?,

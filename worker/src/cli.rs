@@ -682,16 +682,27 @@ pub struct PipelineArgs {
     /// cells × days × 4 bytes per variable (~1.5 GB for a whole 0.25° global variable-year).
     #[arg(long, env = "NEXINGEST_MEMORY_BUDGET_MB", default_value_t = 6144)]
     pub memory_budget_mb: u64,
-    /// Directory for downloaded files (default: the system temp directory). Files are
-    /// removed when their job ends.
+    /// Directory for files downloaded whole (default: the system temp directory): those
+    /// that cannot be read by ranges, or all with --download-to-disk. Files are removed when
+    /// their job ends.
     #[arg(long, env = "NEXINGEST_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Download each S3 file whole to --work-dir before decoding it, instead of reading it by
+    /// ranges while it decodes (which needs no disk, fetches only the chunks a job's cells
+    /// need and holds at most 96 MiB ahead of the decoder per file). For hosts with little
+    /// memory, or to compare.
+    #[arg(long, env = "NEXINGEST_DOWNLOAD_TO_DISK")]
+    pub download_to_disk: bool,
     /// Parallel ranged GETs per file.
     #[arg(long, env = "NEXINGEST_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
     pub download_concurrency: usize,
-    /// Size (MiB) of each ranged GET.
+    /// Size (MiB) of each ranged GET (the most one GET of a file read by ranges asks for).
     #[arg(long, env = "NEXINGEST_DOWNLOAD_PART_MB", default_value_t = 16)]
     pub download_part_mb: u64,
+    /// Reading by ranges, chunks at most this many KiB apart are fetched by one GET (the
+    /// bytes between them are dropped): fewer requests against a few more bytes.
+    #[arg(long, env = "NEXINGEST_RANGE_GAP_KB", default_value_t = 64)]
+    pub range_gap_kb: u64,
     /// Radius (km) within which a location without data in its own cell takes the nearest
     /// data cell.
     #[arg(long, env = "NEXINGEST_SEARCH_RADIUS_KM", default_value_t = 50.0)]

@@ -421,8 +421,13 @@ pub struct PipelineConfig {
     pub work_dir: PathBuf,
     /// Parallel ranged GETs per file.
     pub download_concurrency: usize,
-    /// Bytes per ranged GET.
+    /// Bytes per ranged GET (the largest coalesced GET of a file read by ranges).
     pub download_part: u64,
+    /// Read S3 files by ranges while they decode (no temp file); `false`: download each file
+    /// whole to `work_dir` first (`--download-to-disk`).
+    pub stream: bool,
+    /// Chunks at most this many bytes apart are fetched by one GET (`--range-gap-kb`).
+    pub range_gap: u64,
     /// Nearest-data-cell search radius, km.
     pub search_radius_km: f64,
     /// Per-job time limit (waits for a load slot excluded).
@@ -446,6 +451,9 @@ impl PipelineConfig {
         if !(1..=1024).contains(&p.download_part_mb) {
             return Err(invalid("--download-part-mb", "1..=1024"));
         }
+        if p.range_gap_kb > 65536 {
+            return Err(invalid("--range-gap-kb", "0..=65536"));
+        }
         if !(p.search_radius_km >= 0.0 && p.search_radius_km <= 1000.0) {
             return Err(invalid("--search-radius-km", "0..=1000"));
         }
@@ -466,6 +474,8 @@ impl PipelineConfig {
             work_dir,
             download_concurrency: p.download_concurrency,
             download_part: p.download_part_mb * 1024 * 1024,
+            stream: !p.download_to_disk,
+            range_gap: p.range_gap_kb * 1024,
             search_radius_km: p.search_radius_km,
             job_timeout: Duration::from_secs(p.job_timeout),
             max_db_loads: p.max_db_loads,

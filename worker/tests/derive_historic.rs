@@ -199,6 +199,8 @@ async fn ingest(w: &World, dir: &Path, m: usize, year: i32, locations: &str) {
         work_dir: std::env::temp_dir(),
         download_concurrency: 1,
         download_part: 1 << 20,
+        stream: true,
+        range_gap: 64 * 1024,
         search_radius_km: 50.0,
         job_timeout: Duration::from_secs(120),
         max_db_loads: None,

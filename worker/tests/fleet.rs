@@ -565,6 +565,8 @@ async fn ingest_cmip6(w: &World, dir: &std::path::Path, model: &str) -> bool {
         work_dir: std::env::temp_dir(),
         download_concurrency: 1,
         download_part: 1 << 20,
+        stream: true,
+        range_gap: 64 * 1024,
         search_radius_km: 50.0,
         job_timeout: Duration::from_secs(300),
         max_db_loads: None,

@@ -275,7 +275,7 @@ fn check_valid_rows(path: &Path, req: &BlockRequest<'_>, what: &str) {
         ("small", vec![2.5_f32; 3], vec![1]),
     ] {
         assert!(
-            decode_chunked_into(path, req, Rows::Valid, &mut values, &mut cells).unwrap(),
+            decode_chunked_into(path, req, None, Rows::Valid, &mut values, &mut cells).unwrap(),
             "{what}: eligible"
         );
         assert_eq!(cells, want_cells, "{what} {label}: data cells");
@@ -385,7 +385,7 @@ fn valid_rows_include_cells_valid_only_in_later_batches() {
         assert!(last_only.len() >= 5, "{what}: {last_only:?}");
         assert!(later.len() > last_only.len() + 5, "{what}: {later:?}");
         let (mut values, mut kept) = (Vec::new(), Vec::new());
-        decode_chunked_into(&path, &req, Rows::Valid, &mut values, &mut kept).unwrap();
+        decode_chunked_into(&path, &req, None, Rows::Valid, &mut values, &mut kept).unwrap();
         for g in later {
             let row = kept.binary_search(&g).expect("late cell kept");
             let t = first_valid(g).unwrap();
@@ -430,7 +430,7 @@ fn valid_rows_when_early_batches_are_all_missing() {
         ..request_all(spec.shape, &cells, &steps, &rule)
     };
     let (mut values, mut kept) = (vec![1.0; 10], vec![3]);
-    assert!(decode_chunked_into(&path, &req, Rows::Valid, &mut values, &mut kept).unwrap());
+    assert!(decode_chunked_into(&path, &req, None, Rows::Valid, &mut values, &mut kept).unwrap());
     assert!(kept.is_empty() && values.is_empty());
 }
 
@@ -703,8 +703,9 @@ fn corrupt_and_truncated_chunks_are_errors() {
         };
         let err = decode_into(
             &Source {
-                file: &File::open(&short).unwrap(),
+                file: Some(&File::open(&short).unwrap()),
                 direct: None,
+                remote: None,
             },
             &short,
             &req,

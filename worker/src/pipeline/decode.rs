@@ -5,12 +5,15 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use nexdecode::{
-    CellIndex, CellSelection, DecodeOptions, Grid, GridFile, LocationMatch, YearBlock,
+    CellIndex, CellSelection, DecodeError, DecodeOptions, Grid, GridFile, LocationMatch,
+    RemoteFile, YearBlock,
 };
 use tracing::debug;
 
-use super::fetch::Fetched;
+use super::fetch::{Fetched, Input};
 use super::plan::{self, CellPlan, JobPlan};
 use super::{Attempt, Event, Inputs, Pipeline};
 use crate::error::JobError;
@@ -95,11 +98,13 @@ impl Pipeline {
         out.download_ms += t.elapsed().as_millis() as u64;
         for (i, &var) in vars.iter().enumerate() {
             let Fetched {
-                path,
+                input,
                 bytes,
                 source,
             } = fetched.take().expect("fetched ahead");
-            attempt.emit(Event::Fetched(var, bytes));
+            if let Input::File(_) = input {
+                attempt.emit(Event::Fetched(var, bytes));
+            }
             attempt.emit(Event::Decoding(var));
             out.bytes += bytes;
             out.sources.push(source.clone());
@@ -111,12 +116,37 @@ impl Pipeline {
             let span = tracing::Span::current();
             let decode = async move {
                 let t = Instant::now();
-                let r = tokio::task::spawn_blocking(move || {
-                    span.in_scope(|| decode_one(&path, &source, var, year, &opts, sel, plan_i))
-                })
-                .await
-                .map_err(join_err)?;
-                Ok::<_, JobError>((r?, t.elapsed().as_millis() as u64))
+                let run = |input: Input| {
+                    let (span, source, opts) = (span.clone(), source.clone(), opts.clone());
+                    let (sel, plan_i) = (sel.clone(), plan_i.clone());
+                    tokio::task::spawn_blocking(move || {
+                        span.in_scope(|| decode_one(&input, &source, var, year, &opts, sel, plan_i))
+                    })
+                };
+                let mut r = run(input.clone()).await.map_err(join_err)?;
+                let mut fetched_now = 0;
+                if let Input::Ranges(src) = &input {
+                    fetched_now = src.fetched();
+                    if let Ok(Opened::WholeFile(why)) = &r {
+                        // Not readable by ranges: download it whole and decode the file.
+                        tracing::info!(var, file = %source, reason = %why, "reading the whole file");
+                        let Inputs::S3 { client, bucket } = inputs else {
+                            unreachable!("ranges come from S3")
+                        };
+                        let key = src.key();
+                        let whole = self
+                            .download(client, bucket, key, var, &attempt.files)
+                            .await?;
+                        fetched_now += whole.bytes;
+                        r = run(whole.input).await.map_err(join_err)?;
+                    }
+                }
+                match r? {
+                    Opened::Decoded(d) => {
+                        Ok::<_, JobError>((d, fetched_now, t.elapsed().as_millis() as u64))
+                    }
+                    Opened::WholeFile(_) => unreachable!("a file on disk is always decoded"),
+                }
             };
             // While the second variable decodes, read the first one's cells' `map_cell` ids into
             // the cache (read only: nothing is written before every file has decoded); the load
@@ -158,8 +188,12 @@ impl Pipeline {
                 (d, None)
             };
             fetched = next;
-            let ((grid, block, sel_out, matches), ms) = decoded;
+            let ((grid, block, sel_out, matches), streamed, ms) = decoded;
             out.decode_ms += ms;
+            if streamed > 0 {
+                attempt.emit(Event::Fetched(var, streamed));
+                out.bytes += streamed;
+            }
             attempt.emit(Event::Decoded(var, block.len()));
             if i == 0 {
                 out.grid = grid;
@@ -186,18 +220,58 @@ impl Pipeline {
 
 type DecodeOut = (Grid, YearBlock, CellSelection, Option<Vec<LocationMatch>>);
 
+/// What [`decode_one`] did.
+enum Opened {
+    Decoded(DecodeOut),
+    /// The file cannot be read by ranges (why): download it whole.
+    WholeFile(String),
+}
+
 /// Opens and decodes one variable's file (blocking; rayon inside nexdecode). The first
 /// variable resolves the plan into a cell selection that the others reuse.
 fn decode_one(
-    path: &std::path::Path,
+    input: &Input,
     label: &str,
     var: &str,
     year: i32,
     opts: &DecodeOptions,
     selection: Option<CellSelection>,
     plan: Option<CellPlan>,
-) -> Result<DecodeOut, JobError> {
-    let f = GridFile::open_variable(path, var).map_err(|e| decode_err(label, e))?;
+) -> Result<Opened, JobError> {
+    // A fetch that failed under the decoder keeps its own classification (transient).
+    let err = |e: DecodeError| match (&e, input) {
+        (DecodeError::Fetch { .. }, Input::Ranges(src)) => {
+            src.take_error().unwrap_or_else(|| decode_err(label, &e))
+        }
+        _ => decode_err(label, e),
+    };
+    let f = match input {
+        Input::File(path) => GridFile::open_variable(path, var).map_err(err)?,
+        Input::Ranges(src) => {
+            let remote: Arc<dyn RemoteFile> = src.clone();
+            match GridFile::open_remote(remote, label, var) {
+                Ok(f) => f,
+                Err(DecodeError::UnsupportedStorage { detail, .. }) => {
+                    return Ok(Opened::WholeFile(detail));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+    };
+    decode_opened(&f, year, opts, selection, plan)
+        .map(Opened::Decoded)
+        .map_err(err)
+}
+
+/// Decodes one opened file: the plan resolved into cells (first variable) or the selection
+/// the first variable resolved.
+fn decode_opened(
+    f: &GridFile,
+    year: i32,
+    opts: &DecodeOptions,
+    selection: Option<CellSelection>,
+    plan: Option<CellPlan>,
+) -> Result<DecodeOut, DecodeError> {
     let grid = f.grid().clone();
     let mut matches = None;
     let mut located = None;
@@ -206,9 +280,7 @@ fn decode_one(
         (None, Some(CellPlan::All)) | (None, None) => CellSelection::AllData,
         (None, Some(CellPlan::Points(pts))) => {
             // One read of the file locates the points and decodes their cells.
-            let (m, block) = f
-                .locate_decode(year, &pts.coords, opts)
-                .map_err(|e| decode_err(label, e))?;
+            let (m, block) = f.locate_decode(year, &pts.coords, opts)?;
             let mut cells: Vec<CellIndex> = m.iter().filter_map(|m| m.cell).collect();
             cells.sort_unstable();
             cells.dedup();
@@ -223,9 +295,7 @@ fn decode_one(
     };
     let mut block = match located {
         Some(b) => b,
-        None => f
-            .decode_year(year, &sel, opts)
-            .map_err(|e| decode_err(label, e))?,
+        None => f.decode_year(year, &sel, opts)?,
     };
     shrink_block(&mut block);
     // Later variables decode the same selection: every data cell of their own (rows are the

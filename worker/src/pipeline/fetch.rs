@@ -1,11 +1,16 @@
-//! Stage 3: each variable's file, from S3 (resolved key, parallel ranged GETs, size checked)
-//! or a local path. A delivery keeps what it downloaded in a [`FetchCache`], so an in-process
-//! retry after a transient failure (a database failover mid-COPY, say) does not download a
-//! whole-grid job's ~600 MB again. The files go when the delivery ends.
+//! Stage 3: each variable's file, from S3 or a local path.
+//!
+//! From S3 a file is normally read by ranges while it decodes ([`ObjectRanges`]: no temp file,
+//! only the chunks the job's cells need); files that cannot be read that way (NetCDF-3, other
+//! filters, ...) and every file under `--download-to-disk` are downloaded whole (resolved key,
+//! parallel ranged GETs, size checked) into a temp dir. A delivery keeps what it downloaded in
+//! a [`FetchCache`], so an in-process retry after a transient failure (a database failover
+//! mid-COPY, say) does not download a whole-grid job's ~600 MB again. The files go when the
+//! delivery ends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tracing::debug;
@@ -13,14 +18,28 @@ use tracing::debug;
 use super::{Inputs, Pipeline};
 use crate::error::JobError;
 use crate::message::JobSpec;
-use crate::s3;
+use crate::s3::{self, ObjectRanges, ranges::RangeOptions};
+
+/// Where a fetched file's bytes are.
+#[derive(Clone)]
+pub enum Input {
+    /// On disk (local, or downloaded whole).
+    File(PathBuf),
+    /// In S3, read by ranges as the decode needs them.
+    Ranges(Arc<ObjectRanges>),
+}
+
+/// Most bytes a file read by ranges fetches ahead of its decode (counted in the job's memory
+/// grant, [`super::estimate_bytes`]).
+pub const STREAM_WINDOW: u64 = 96 << 20;
 
 /// A fetched file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Fetched {
     /// Where it is.
-    pub path: PathBuf,
-    /// Bytes downloaded now (0 when local or reused).
+    pub input: Input,
+    /// Bytes downloaded now (0 when local, reused, or read by ranges: those count as they
+    /// arrive).
     pub bytes: u64,
     /// Its name for logs and `data_source_variable.source` (`s3://…` or the path).
     pub source: String,
@@ -101,7 +120,7 @@ impl Pipeline {
                     .get(var)
                     .ok_or_else(|| JobError::Input(format!("no input file for variable {var}")))?;
                 Ok(Fetched {
-                    path: p.clone(),
+                    input: Input::File(p.clone()),
                     bytes: 0,
                     source: p.display().to_string(),
                 })
@@ -110,7 +129,7 @@ impl Pipeline {
                 if let Some((path, source)) = cache.get(var) {
                     debug!(var, source = %source, "reusing the file of an earlier attempt");
                     return Ok(Fetched {
-                        path,
+                        input: Input::File(path),
                         bytes: 0,
                         source,
                     });
@@ -131,27 +150,53 @@ impl Pipeline {
                         .await?
                     }
                 };
-                let name = key.rsplit('/').next().unwrap_or(var);
-                let path = cache.dir(&self.cfg.work_dir)?.join(name);
-                let t = Instant::now();
-                let bytes = s3::download(
-                    client,
-                    bucket,
-                    &key,
-                    &path,
-                    self.cfg.download_part,
-                    self.cfg.download_concurrency,
-                )
-                .await?;
-                debug!(var, key = %key, bytes, ms = t.elapsed().as_millis() as u64, "downloaded");
-                let source = format!("s3://{bucket}/{key}");
-                cache.put(var, path.clone(), bytes, source.clone());
-                Ok(Fetched {
-                    path,
-                    bytes,
-                    source,
-                })
+                if self.cfg.stream {
+                    let opts = RangeOptions {
+                        concurrency: self.cfg.download_concurrency,
+                        gap: self.cfg.range_gap,
+                        max_request: self.cfg.download_part,
+                        window: STREAM_WINDOW,
+                    };
+                    let src = ObjectRanges::open(client, bucket, &key, opts).await?;
+                    return Ok(Fetched {
+                        source: src.url(),
+                        input: Input::Ranges(Arc::new(src)),
+                        bytes: 0,
+                    });
+                }
+                self.download(client, bucket, &key, var, cache).await
             }
         }
+    }
+
+    /// Downloads `key` whole into the delivery's cache (for variable `var`).
+    pub(crate) async fn download(
+        &self,
+        client: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        var: &'static str,
+        cache: &FetchCache,
+    ) -> Result<Fetched, JobError> {
+        let name = key.rsplit('/').next().unwrap_or(var);
+        let path = cache.dir(&self.cfg.work_dir)?.join(name);
+        let t = Instant::now();
+        let bytes = s3::download(
+            client,
+            bucket,
+            key,
+            &path,
+            self.cfg.download_part,
+            self.cfg.download_concurrency,
+        )
+        .await?;
+        debug!(var, key = %key, bytes, ms = t.elapsed().as_millis() as u64, "downloaded");
+        let source = format!("s3://{bucket}/{key}");
+        cache.put(var, path.clone(), bytes, source.clone());
+        Ok(Fetched {
+            input: Input::File(path),
+            bytes,
+            source,
+        })
     }
 }

@@ -129,13 +129,14 @@ pub struct Pipeline {
 /// MiB a job keeps of its memory share beyond its decoded blocks (row index, COPY buffers).
 const DECODED_SLACK_MB: u32 = 128;
 
-/// Bytes of decoded grid a job needs at most (all variables held at once).
+/// Bytes a job needs at most: its decoded grids (all variables held at once) and the bytes of
+/// one file read by ranges ahead of its decode ([`fetch::STREAM_WINDOW`]).
 pub fn estimate_bytes(spec: &JobSpec) -> u64 {
     let per_var = match spec.locations {
         LocationSource::All | LocationSource::Boundary(_) => spec.dataset.grid_cells() * 366 * 4,
         _ => 64 << 20,
     };
-    per_var * spec.variables.len() as u64
+    per_var * spec.variables.len() as u64 + fetch::STREAM_WINDOW
 }
 
 impl Pipeline {

@@ -213,6 +213,8 @@ impl World {
                 work_dir: std::env::temp_dir(),
                 download_concurrency: 4,
                 download_part: 64 * 1024,
+                stream: true,
+                range_gap: 64 * 1024,
                 search_radius_km: 50.0,
                 job_timeout: Duration::from_secs(120),
                 max_db_loads: None,

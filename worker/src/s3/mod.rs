@@ -1,4 +1,5 @@
-//! S3 input: resolving a job's keys, parallel ranged downloads to a temp dir, small objects.
+//! S3 input: resolving a job's keys, parallel ranged downloads to a temp dir, objects read by
+//! ranges while they decode ([`ranges`]), small objects.
 //!
 //! Every call is bounded by the client's timeouts ([`crate::aws::clients`]); a download body,
 //! which the SDK's call timeouts do not cover, is bounded here too: each ranged GET (request
@@ -21,6 +22,9 @@ use crate::aws::{TimeoutKind, error_chain, s3_timeouts, secs};
 use crate::catalog::Dataset;
 use crate::config::AwsTimeouts;
 use crate::error::JobError;
+
+pub mod ranges;
+pub use ranges::ObjectRanges;
 
 /// Sorts an SDK error into not-found / transient / permanent; an object replaced mid-read
 /// (`If-Match` failed, 412) is transient: another attempt reads the new object.
@@ -271,6 +275,35 @@ pub async fn list_keys(s3: &Client, bucket: &str, prefix: &str) -> Result<Vec<St
     Ok(keys)
 }
 
+/// The size and ETag of a non-empty object.
+///
+/// # Errors
+/// S3 errors (classified); `Decode` for an empty object.
+pub(crate) async fn head(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(u64, Option<String>), JobError> {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| classify(bucket, key, e))?;
+    let size = head
+        .content_length()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    if size == 0 {
+        return Err(JobError::Decode {
+            file: format!("s3://{bucket}/{key}"),
+            message: "object is empty".into(),
+        });
+    }
+    Ok((size, head.e_tag().map(str::to_owned)))
+}
+
 /// Downloads an object to `dest` with parallel ranged GETs of `part` bytes, `concurrency` at
 /// a time, and checks the size. Returns the byte count.
 ///
@@ -285,24 +318,7 @@ pub async fn download(
     part: u64,
     concurrency: usize,
 ) -> Result<u64, JobError> {
-    let head = s3
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| classify(bucket, key, e))?;
-    let size = head
-        .content_length()
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0);
-    let etag = head.e_tag().map(str::to_owned);
-    if size == 0 {
-        return Err(JobError::Decode {
-            file: format!("s3://{bucket}/{key}"),
-            message: "object is empty".into(),
-        });
-    }
+    let (size, etag) = head(s3, bucket, key).await?;
     let file = File::create(dest)?;
     file.set_len(size)?;
     let file = Arc::new(file);
@@ -318,7 +334,8 @@ pub async fn download(
             let etag = etag.as_deref();
             async move {
                 let what = format!("bytes {start}-{end}");
-                get_part(s3, bucket, key, etag, &file, (start, end), &t, &what).await
+                let mut sink = |off: u64, b: &[u8]| file.write_all_at(b, off);
+                get_part(s3, bucket, key, etag, &mut sink, (start, end), &t, &what).await
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -334,7 +351,10 @@ pub async fn download(
 /// body failed or stalled mid-way.
 pub const PART_RESUMES: u32 = 3;
 
-/// One part of `download` into its place in `file`: a ranged GET; when its body fails or
+/// Where [`get_part`] puts the bytes of its range: `(file offset, bytes)`, in order.
+pub(crate) type PartSink<'a> = dyn FnMut(u64, &[u8]) -> std::io::Result<()> + Send + 'a;
+
+/// One part of a download into `sink` (its place in a file, or memory): a ranged GET; when its body fails or
 /// stalls mid-way (a read error or the read timeout, after some bytes arrived), a GET of the
 /// part's remaining bytes only
 /// (same ETag), up to [`PART_RESUMES`] times, so what has arrived is never fetched again. Each
@@ -346,7 +366,7 @@ async fn get_part(
     bucket: &str,
     key: &str,
     etag: Option<&str>,
-    file: &File,
+    sink: &mut PartSink<'_>,
     (start, end): (u64, u64),
     t: &AwsTimeouts,
     what: &str,
@@ -356,7 +376,7 @@ async fn get_part(
     loop {
         let from = off;
         let deadline = t.transfer_deadline(end + 1 - off);
-        let get = get_range(s3, bucket, key, etag, file, (&mut off, end), t, what);
+        let get = get_range(s3, bucket, key, etag, &mut *sink, (&mut off, end), t, what);
         let Ok(r) = tokio::time::timeout(deadline, get).await else {
             return Err(deadline_passed(deadline, bucket, key, what));
         };
@@ -376,14 +396,14 @@ async fn get_part(
     }
 }
 
-/// One ranged GET of `bytes=*off-end` into `file`, advancing `off` past every byte written.
+/// One ranged GET of `bytes=*off-end` into `sink`, advancing `off` past every byte written.
 #[allow(clippy::too_many_arguments)]
 async fn get_range(
     s3: &Client,
     bucket: &str,
     key: &str,
     etag: Option<&str>,
-    file: &File,
+    sink: &mut PartSink<'_>,
     (off, end): (&mut u64, u64),
     t: &AwsTimeouts,
     what: &str,
@@ -402,7 +422,7 @@ async fn get_range(
         if *off + chunk.len() as u64 > end + 1 {
             return Err(size_mismatch(bucket, key, "range returned too many bytes"));
         }
-        file.write_all_at(&chunk, *off)?;
+        sink(*off, &chunk)?;
         *off += chunk.len() as u64;
     }
     if *off != end + 1 {
