@@ -85,13 +85,22 @@ pub fn nex_gddp_full_grid_file() -> PathBuf {
 ///
 /// If the file cannot be written.
 pub fn generated(spec: &fixtures::GridSpec) -> PathBuf {
+    generated_as(spec, &spec.file_name())
+}
+
+/// [`generated`] under another file name (a spec whose layout differs from its dataset's).
+///
+/// # Panics
+///
+/// If the file cannot be written.
+pub fn generated_as(spec: &fixtures::GridSpec, name: &str) -> PathBuf {
     let dir = bench_data_dir();
     std::fs::create_dir_all(&dir).expect("create target/bench-data");
-    let path = dir.join(spec.file_name());
+    let path = dir.join(name);
     if !path.exists() {
         eprintln!("generating {} (once) ...", path.display());
         // Write under a private name, then rename: concurrent runs never see a partial file.
-        let tmp = dir.join(format!(".{}.{}", spec.file_name(), std::process::id()));
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
         fixtures::write_grid(&tmp, spec).expect("write the benchmark grid");
         std::fs::rename(&tmp, &path).expect("rename the benchmark grid");
     }
@@ -639,6 +648,23 @@ pub struct LocalAws {
     sqs: aws_sdk_sqs::Client,
 }
 
+/// The worker's AWS settings for one bucket at `endpoint`.
+fn aws_config(endpoint: &str, bucket: &str) -> worker::config::AwsConfig {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+    worker::config::AwsConfig {
+        endpoint_url: Some(endpoint.to_owned()),
+        nex_gddp_bucket: bucket.to_owned(),
+        loca_bucket: bucket.to_owned(),
+        cmip6_bucket: bucket.to_owned(),
+        allowed_buckets: [bucket.to_owned()].into_iter().collect(),
+        timeouts: worker::config::AwsTimeouts::default(),
+        s3: worker::config::S3Access {
+            region,
+            no_sign_request: false,
+        },
+    }
+}
+
 impl LocalAws {
     /// A fresh bucket and queue named after `name` and this process.
     ///
@@ -650,19 +676,7 @@ impl LocalAws {
         });
         let id = format!("{name}-{}", std::process::id());
         let bucket = format!("bench-{id}");
-        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-        let cfg = worker::config::AwsConfig {
-            endpoint_url: Some(endpoint.clone()),
-            nex_gddp_bucket: bucket.clone(),
-            loca_bucket: bucket.clone(),
-            cmip6_bucket: bucket.clone(),
-            allowed_buckets: [bucket.clone()].into_iter().collect(),
-            timeouts: worker::config::AwsTimeouts::default(),
-            s3: worker::config::S3Access {
-                region,
-                no_sign_request: false,
-            },
-        };
+        let cfg = aws_config(&endpoint, &bucket);
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
         let (s3, sqs, queue_url, dlq_url) = rt.block_on(async {
             let c = worker::aws::clients(&cfg).await;
@@ -691,6 +705,38 @@ impl LocalAws {
             s3,
             sqs,
         }
+    }
+
+    /// Uploads one file under `key`.
+    ///
+    /// # Panics
+    /// If the upload fails.
+    pub fn upload(&self, path: &Path, key: &str) {
+        self.rt.block_on(async {
+            let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+                .await
+                .expect("read the file");
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(body)
+                .send()
+                .await
+                .expect("upload to moto");
+        });
+    }
+
+    /// Runs `f` on this value's Tokio runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// An S3 client of the bucket at another `endpoint` (a `linkproxy` in front of moto, say).
+    pub fn s3_at(&self, endpoint: &str) -> aws_sdk_s3::Client {
+        let cfg = aws_config(endpoint, &self.bucket);
+        self.rt
+            .block_on(async { worker::aws::clients(&cfg).await.s3 })
     }
 
     /// Uploads the [`cmip6_job`] files under `model`'s keys (the dataset's key template).

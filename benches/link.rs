@@ -10,8 +10,9 @@
 //! Setup as the `run` benchmark ([`nexingest_benches::QueueBench`]): the job's three
 //! full-size NEX-GDDP-CMIP6 files (365 × 600 × 1440, whole-day chunks) under `LINK_JOBS`
 //! model names in moto, `map_cell` populated; 1,000 CONUS points imported as `cities`.
-//! The path measured is today's (each file downloaded whole, then decoded; the next file
-//! downloads while one decodes).
+//! Both ways of reading a file are measured in the same run: by ranges while it decodes (the
+//! default) and downloaded whole first (`--download-to-disk`: the next file downloads while one
+//! decodes).
 //!
 //! 1. **City queue** at two link rates, `run --until-empty --jobs 2` through the proxy: one rate
 //!    where the link is the bound (`LINK_MBPS`), one where the cores are (no limit: moto's own
@@ -23,17 +24,27 @@
 //!    (bytes, CPU seconds of a city job's `ingest`, its load time, one job's fetch rate alone),
 //!    predicting 1, 2 and 3 worker processes (`--jobs 1` each) sharing the link and the 2
 //!    cores; then they run, and the ratio is printed.
-//! 4. **What a city job needs** of each layout (no transfer: from the chunk index): the bytes of
-//!    the chunks that hold the 1,000 points' cells, against the file — what fetching only
-//!    those chunks would save (whole-day chunks: nothing; NEX-GDDP's `1 × 90 × 180` tiles: most).
+//! 4. **What a city job fetches** of one variable's file in each layout (NEX-GDDP-CMIP6's
+//!    whole-day chunks, NEX-GDDP's `1 × 90 × 180` tiles, the same grid in `30 × 72 × 144`), read
+//!    by ranges through the link at `LINK_MBPS` (locate + decode the 1,000 points, in process):
+//!    bytes fetched against the compressed bytes of the chunks that hold the points' cells (from
+//!    the chunk index), and the time against those bytes ÷ the rate; beside it, the same
+//!    through a whole download, then the decode.
 //! 5. **Prediction**: the NEX-GDDP-CMIP6 cities load (jobs counted from the catalog) on 20
 //!    m5.2xlarge (2.5 Gbps, 8 vCPU, `--jobs 4`, `--max-db-loads 4`), today's path and streaming.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
 use linkproxy::{LinkConfig, LinkProxy, Stats};
+use nexdecode::GridFile;
 use nexingest_benches::cmip6_job::{self, MODELS};
 use nexingest_benches::fleetsim::{Fleet, Host, JobCost, simulate};
 use nexingest_benches::{QueueBench, env_or, load_average, measure, measure_all};
 use worker::catalog::Dataset;
+use worker::s3::ObjectRanges;
+use worker::s3::ranges::RangeOptions;
 
 const SCHEMA: &str = "nexingest_link";
 
@@ -123,17 +134,136 @@ impl Link {
 
 /// Runs `n` worker processes (`--jobs k` each) on the queue through `link`; wall seconds and
 /// what crossed the link.
-fn run_through(b: &QueueBench, link: &Link, n: usize, k: usize) -> (f64, Stats) {
+fn run_through(b: &QueueBench, link: &Link, n: usize, k: usize, stream: bool) -> (f64, Stats) {
     let before = link.proxy.stats();
     let mut cmds: Vec<_> = (0..n)
         .map(|_| {
             let mut c = b.run_cmd(k);
             c.env("NEXINGEST_AWS_ENDPOINT_URL", link.endpoint());
+            c.env(
+                "NEXINGEST_DOWNLOAD_TO_DISK",
+                if stream { "false" } else { "true" },
+            );
             c
         })
         .collect();
     let m = measure_all(&mut cmds, "nexingest run", false);
     (m.secs, link.proxy.stats().since(&before))
+}
+
+/// One variable's file of a city job read through `link`: by ranges, then downloaded whole.
+struct LayoutRun {
+    file: u64,
+    /// Compressed bytes of the chunks that hold a point's cell, those chunks, all chunks.
+    needed: u64,
+    k: usize,
+    n: usize,
+    fetched: u64,
+    ranges_s: f64,
+    whole_s: f64,
+}
+
+fn layout_run(b: &QueueBench, link: &Link, path: &Path, points: &[(f64, f64)]) -> LayoutRun {
+    let var = nexingest_benches::FULL_GRID_VAR;
+    let opts = nexdecode::DecodeOptions {
+        data_radius_km: 50.0,
+        single_year_file: true,
+        ..Default::default()
+    };
+    let local = GridFile::open_variable(path, var).expect("open");
+    let year = local.years()[0];
+    let cells: Vec<_> = local
+        .locate(year, points, &opts)
+        .expect("locate")
+        .iter()
+        .filter_map(|m| m.cell)
+        .collect();
+    let (file, needed, k, n) = needed_chunks(path, var, &cells);
+    drop(local);
+    let key = format!("layouts/{}", path.file_name().unwrap().to_string_lossy());
+    b.aws.upload(path, &key);
+    let s3 = b.aws.s3_at(&link.endpoint());
+    let ropts = RangeOptions {
+        concurrency: 8,
+        gap: 64 << 10,
+        max_request: 16 << 20,
+        window: worker::pipeline::fetch::STREAM_WINDOW,
+        whole_below: worker::pipeline::fetch::READ_WHOLE_BELOW,
+    };
+    let t = Instant::now();
+    let src = Arc::new(
+        b.aws
+            .block_on(ObjectRanges::open(&s3, &b.aws.bucket, &key, ropts))
+            .expect("open by ranges"),
+    );
+    let f = GridFile::open_remote(src.clone(), &key, var).expect("readable by ranges");
+    let (_, by_ranges) = f
+        .locate_decode(year, points, &opts)
+        .expect("decode by ranges");
+    let ranges_s = t.elapsed().as_secs_f64();
+    let fetched = src.fetched();
+    drop(f);
+
+    let tmp = nexingest_benches::bench_data_dir().join(format!(".whole-{}", std::process::id()));
+    let t = Instant::now();
+    b.aws
+        .block_on(worker::s3::download(
+            &s3,
+            &b.aws.bucket,
+            &key,
+            &tmp,
+            16 << 20,
+            8,
+        ))
+        .expect("download");
+    let f = GridFile::open_variable(&tmp, var).expect("open the download");
+    let (_, whole) = f.locate_decode(year, points, &opts).expect("decode");
+    let whole_s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&tmp).expect("remove the download");
+    assert_eq!(by_ranges.cells, whole.cells);
+    assert!(
+        by_ranges
+            .values
+            .iter()
+            .zip(whole.values.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "by ranges and whole decode the same values"
+    );
+    LayoutRun {
+        file,
+        needed,
+        k,
+        n,
+        fetched,
+        ranges_s,
+        whole_s,
+    }
+}
+
+unsafe extern "C" {
+    /// libnetcdf: the chunk cache of variables created from now on.
+    fn nc_set_chunk_cache(size: usize, nelems: usize, preemption: f32) -> std::ffi::c_int;
+}
+
+/// The NEX-GDDP full grid in `30 × 72 × 144` chunks (a month of a 10 × 10 tile per chunk),
+/// generated once. The generator writes a day at a time: the chunk cache holds a month's row
+/// of chunks so that each is compressed once.
+fn tiles_30x72x144() -> PathBuf {
+    let mut spec = fixtures::GridSpec::nex_gddp_full_grid(
+        nexingest_benches::FULL_GRID_VAR,
+        "rcp45",
+        "ACCESS1-0",
+        2015,
+    );
+    spec.storage = fixtures::Storage::Chunked {
+        chunks: [30, 72, 144],
+        shuffle: true,
+        deflate: Some(5),
+        classic_model: true,
+    };
+    // SAFETY: a plain setter of libnetcdf's defaults; nothing else uses libnetcdf now.
+    unsafe { nc_set_chunk_cache(256 << 20, 1009, 0.75) };
+    nexingest_benches::generated_as(&spec, "tasmax_nex_gddp_2015_chunks_30x72x144.nc")
 }
 
 fn mb(x: f64) -> f64 {
@@ -201,25 +331,31 @@ fn main() {
     // 1. The city queue at the two rates.
     let mut rows = Vec::new();
     let mut fetch_cap = f64::INFINITY;
-    for r in [Some(rate), None] {
+    for (r, stream) in [
+        (Some(rate), true),
+        (Some(rate), false),
+        (None, true),
+        (None, false),
+    ] {
         cmip6_job::reset_jobs(db, SCHEMA);
         b.aws.enqueue_cmip6_at(models, "cities");
         let link = Link::new(&b.aws.endpoint, r);
-        let (secs, st) = run_through(&b, &link, 1, 2);
+        let (secs, st) = run_through(&b, &link, 1, 2, stream);
         let l = ledger(&b);
         assert_eq!(l.jobs as usize, njobs, "every city job done");
         let eff_rate = r.map_or(st.bytes_down as f64 / secs, |x| x as f64);
-        if r.is_none() {
+        if r.is_none() && !stream {
             // One job's download alone is what the fleet model caps a job's fetch at.
             fetch_cap = l.bytes / l.download_s.max(1e-3);
         }
         rows.push(format!(
-            "| {} | {njobs} | {:.1} | {:.3} | {:.2} | {:.2} | {:.2} s / {:.2} s / {:.2} s | {} |",
+            "| {} | {} | {njobs} | {:.1} | {:.3} | {:.2} | {:.2} | {:.2} s / {:.2} s / {:.2} s | {} |",
             r.map_or("none (moto's rate)".to_string(), |x| format!(
                 "{:.0} Mbps ({:.1} MB/s)",
                 x as f64 * 8.0 / 1e6,
                 mb(x as f64)
             )),
+            if stream { "by ranges" } else { "download, then decode" },
             secs,
             st.bytes_down as f64 / (job_bytes * njobs as f64),
             l.job_s / (l.bytes / eff_rate),
@@ -231,13 +367,16 @@ fn main() {
         ));
     }
 
-    // 2. One whole-grid job at the link-bound rate.
-    cmip6_job::reset_jobs(db, SCHEMA);
-    b.aws.enqueue_cmip6(&models[..1]);
-    let link = Link::new(&b.aws.endpoint, Some(rate));
-    let (grid_secs, grid_st) = run_through(&b, &link, 1, 1);
-    let transfer = grid_st.bytes_down as f64 / rate as f64;
-    let grid_bound = transfer.max(grid_alone.secs);
+    // 2. One whole-grid job at the link-bound rate, both ways.
+    let mut grid = Vec::new();
+    for stream in [true, false] {
+        cmip6_job::reset_jobs(db, SCHEMA);
+        b.aws.enqueue_cmip6(&models[..1]);
+        let link = Link::new(&b.aws.endpoint, Some(rate));
+        let (secs, st) = run_through(&b, &link, 1, 1, stream);
+        let transfer = st.bytes_down as f64 / rate as f64;
+        grid.push((stream, secs, transfer, secs / transfer.max(grid_alone.secs)));
+    }
 
     // 3. The fleet model against 1, 2, 3 processes (`--jobs 1` each) at the link-bound rate.
     let cpu_per_file = city_alone.cpu_secs / 3.0;
@@ -248,7 +387,7 @@ fn main() {
     // A process's start (connect, resolve the queue) and its last empty receive.
     cmip6_job::reset_jobs(db, SCHEMA);
     let idle = Link::new(&b.aws.endpoint, None);
-    let (overhead, _) = run_through(&b, &idle, 1, 1);
+    let (overhead, _) = run_through(&b, &idle, 1, 1, true);
     let mut check = Vec::new();
     for n in 1..=3usize {
         let fleet = Fleet {
@@ -259,7 +398,7 @@ fn main() {
                 jobs: n,
                 job_fetch_cap: fetch_cap,
                 decode_par: 2.0,
-                overlap: false,
+                overlap: true,
             },
             db_slots: 64,
             s3_rate: f64::INFINITY,
@@ -269,7 +408,7 @@ fn main() {
         cmip6_job::reset_jobs(db, SCHEMA);
         b.aws.enqueue_cmip6_at(models, "cities");
         let link = Link::new(&b.aws.endpoint, Some(rate));
-        let (secs, st) = run_through(&b, &link, n, 1);
+        let (secs, st) = run_through(&b, &link, n, 1, true);
         check.push(format!(
             "| {n} × `--jobs 1` | {njobs} | {predicted:.1} | {secs:.1} | {:.2} | {:.2} | {} | {} |",
             predicted / secs,
@@ -279,13 +418,9 @@ fn main() {
         ));
     }
 
-    // 4. What a city job needs of each layout.
+    // 4. What a city job fetches of each layout, by ranges and whole.
     let points = nexingest_benches::conus_points(1000);
-    let opts = nexdecode::DecodeOptions {
-        data_radius_km: 50.0,
-        single_year_file: true,
-        ..Default::default()
-    };
+    let link = Link::new(&b.aws.endpoint, Some(rate));
     let mut needs = Vec::new();
     for (layout, path) in [
         (
@@ -296,22 +431,21 @@ fn main() {
             "NEX-GDDP, tiles 1 × 90 × 180",
             nexingest_benches::nex_gddp_full_grid_file(),
         ),
+        ("NEX-GDDP grid, chunks 30 × 72 × 144", tiles_30x72x144()),
     ] {
-        let var = nexingest_benches::FULL_GRID_VAR;
-        let f = nexdecode::GridFile::open_variable(&path, var).expect("open");
-        let cells: Vec<_> = f
-            .locate(cmip6_job::YEAR, &points, &opts)
-            .expect("locate")
-            .iter()
-            .filter_map(|m| m.cell)
-            .collect();
-        let (file, need, k, n) = needed_chunks(&path, var, &cells);
+        let r = layout_run(&b, &link, &path, &points);
         needs.push(format!(
-            "| {layout} | {:.0} | {k} of {n} | {:.0} | {:.3} | {:.2} |",
-            mb(file as f64),
-            mb(need as f64),
-            need as f64 / file as f64,
-            file as f64 / need.max(1) as f64,
+            "| {layout} | {:.0} | {} of {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            mb(r.file as f64),
+            r.k,
+            r.n,
+            mb(r.needed as f64),
+            mb(r.fetched as f64),
+            r.fetched as f64 / r.needed.max(1) as f64,
+            r.ranges_s,
+            r.ranges_s / (r.needed as f64 / rate as f64),
+            r.whole_s,
+            r.whole_s / r.ranges_s,
         ));
     }
 
@@ -346,23 +480,33 @@ fn main() {
     println!("\n## link (generated NEX-GDDP-CMIP6 layout: whole-day chunks 1 × 600 × 1440)");
     println!("database: {}", db.describe());
     println!(
-        "job: 3 files, {:.0} MB in all; {njobs} city jobs of 1,000 CONUS points; today's path \
-         (download, then decode)\n",
+        "job: 3 files, {:.0} MB in all; {njobs} city jobs of 1,000 CONUS points; each run by \
+         ranges (default) and downloading whole first (--download-to-disk)\n",
         mb(job_bytes)
     );
     println!(
-        "| link | jobs | wall s | bytes fetched ÷ file bytes | job time ÷ (bytes ÷ rate) | link busy | per job download / decode / load | load avg |"
+        "| link | path | jobs | wall s | bytes fetched ÷ file bytes | job time ÷ (bytes ÷ rate) | link busy | per job download / decode / load | load avg |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");
     }
     println!(
-        "\nwhole-grid job at {mbps:.0} Mbps: {grid_secs:.1} s; transfer {transfer:.1} s, decode + load \
-         alone {:.1} s: ratio {:.2} to max(transfer, decode + load)",
-        grid_alone.secs,
-        grid_secs / grid_bound
+        "\nwhole-grid job at {mbps:.0} Mbps (decode + load alone {:.1} s):\n",
+        grid_alone.secs
     );
+    println!("| path | wall s | transfer s | wall ÷ max(transfer, decode + load) |");
+    println!("|---|---|---|---|");
+    for (stream, secs, transfer, ratio) in &grid {
+        println!(
+            "| {} | {secs:.1} | {transfer:.1} | {ratio:.2} |",
+            if *stream {
+                "by ranges"
+            } else {
+                "download, then decode"
+            }
+        );
+    }
     println!(
         "\nfleet model vs measured at {mbps:.0} Mbps (per job: {:.0} MB, {cpu_per_file:.2} CPU s \
          per file, load {:.2} s; one job's fetch alone {:.0} MB/s; process overhead {overhead:.1} s)\n",
@@ -378,12 +522,13 @@ fn main() {
         println!("{r}");
     }
     println!(
-        "\nwhat a city job (1,000 CONUS points) needs of one variable's file, by layout (chunk index):\n"
+        "\nwhat a city job (1,000 CONUS points, locate + decode) fetches of one variable's file, \
+         by layout, at {mbps:.0} Mbps, in process:\n"
     );
     println!(
-        "| layout | file MB | chunks holding a cell | their MB | needed ÷ file | today's bytes ÷ needed |"
+        "| layout | file MB | chunks holding a cell | their MB | fetched by ranges MB | fetched ÷ needed | by ranges s | ÷ (needed ÷ rate) | download, then decode s | ÷ by ranges |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &needs {
         println!("{r}");
     }

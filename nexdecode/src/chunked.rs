@@ -34,9 +34,10 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hdf5_metno as hdf5;
 use hdf5_metno::filters::Filter;
@@ -48,7 +49,7 @@ use rayon::prelude::*;
 use crate::block::{BlockRequest, ValueRule};
 use crate::error::DecodeError;
 use crate::h5index::{ChunkedVar, ElemType};
-use crate::remote::{Remote, RemoteFile};
+use crate::remote::RemoteFile;
 
 /// Signature at the start of an HDF5 file (without a user block).
 const HDF5_MAGIC: [u8; 8] = *b"\x89HDF\r\n\x1a\n";
@@ -164,7 +165,7 @@ pub(crate) fn decode_chunked_into(
             let src = Source {
                 file: None,
                 direct: None,
-                remote: Some(&*r.src),
+                remote: Some(r),
             };
             (&r.layout, src)
         }
@@ -312,6 +313,37 @@ impl Direct {
     }
 }
 
+/// A remote file opened for decoding: where its data variable's chunks are, and the source of
+/// their bytes.
+pub(crate) struct Remote {
+    pub(crate) src: Arc<dyn RemoteFile>,
+    pub(crate) layout: Layout,
+    /// The metadata image, and the parts of it read while looking for the chunk index (sorted,
+    /// merged): a chunk wholly inside one of them is already here (a small file's first read
+    /// holds most of it).
+    pub(crate) image: Arc<Vec<u8>>,
+    pub(crate) held: Vec<Range<u64>>,
+}
+
+impl Remote {
+    /// The bytes of `r` if they were read with the metadata.
+    pub(crate) fn held(&self, r: &Range<u64>) -> Option<&[u8]> {
+        let i = self.held.partition_point(|h| h.end < r.end);
+        let h = self.held.get(i)?;
+        (h.start <= r.start && r.end <= h.end)
+            .then(|| &self.image[r.start as usize..r.end as usize])
+    }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("size", &self.src.size())
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
 /// Where the compressed chunks come from.
 struct Source<'a> {
     /// The file, for positioned reads at the chunk addresses.
@@ -319,7 +351,7 @@ struct Source<'a> {
     /// Set when the chunks are read through HDF5 instead ([`Direct`]).
     direct: Option<&'a Direct>,
     /// Set when the chunks are read by ranges instead.
-    remote: Option<&'a dyn RemoteFile>,
+    remote: Option<&'a Remote>,
 }
 
 /// What HDF5 told us about the variable.
@@ -910,7 +942,8 @@ fn decode_into(
     let kernel = Kernel::new(req.values);
 
     if let Some(remote) = src.remote {
-        // Every chunk of the decode, in the order the batches below take them.
+        // Every chunk of the decode not read with the metadata, in the order the batches
+        // below take them.
         let order: Vec<std::ops::Range<u64>> = plan
             .time_chunks
             .iter()
@@ -919,8 +952,9 @@ fn decode_into(
                 let loc = layout.chunks[pos].expect("checked");
                 loc.addr..loc.addr + loc.size
             })
+            .filter(|r| remote.held(r).is_none())
             .collect();
-        remote.prefetch(&order);
+        remote.src.prefetch(&order);
     }
     let mut bufs = BatchBufs::take();
     let mut jobs: Vec<Job> = Vec::new();
@@ -988,11 +1022,16 @@ fn decode_into(
             // The batch's chunks as they arrive (later ones are still being fetched meanwhile).
             for (jb, job) in bufs.iter_mut().zip(&jobs) {
                 let r = job.loc.addr..job.loc.addr + job.loc.size;
-                jb.raw = remote.take(r).map_err(|source| DecodeError::Fetch {
-                    path: path.to_path_buf(),
-                    what: format!("a chunk of `{}` at time index {}", req.var, job.t0),
-                    source,
-                })?;
+                if let Some(held) = remote.held(&r) {
+                    jb.raw.clear();
+                    jb.raw.extend_from_slice(held);
+                } else {
+                    jb.raw = remote.src.take(r).map_err(|source| DecodeError::Fetch {
+                        path: path.to_path_buf(),
+                        what: format!("a chunk of `{}` at time index {}", req.var, job.t0),
+                        source,
+                    })?;
+                }
                 jb.raw_mask = job.loc.mask;
             }
         }

@@ -6,13 +6,14 @@ use ndarray::Array2;
 
 use crate::block::BlockRequest;
 use crate::calendar::{self, Calendar, Date};
-use crate::chunked::{self, Rows};
+use crate::chunked::{self, Remote, Rows};
 use crate::error::DecodeError;
 use crate::grid::Grid;
+use crate::image::{self, MetaImage};
 use crate::meta::{self, Dtype, VariableInfo};
 use crate::netcdf_read;
 use crate::options::{CellSelection, DecodeOptions, ReadPath};
-use crate::remote::{self, MetaImage, Remote, RemoteFile};
+use crate::remote::RemoteFile;
 use crate::series::{TimeAxis, YearBlock};
 
 /// Role of a dimension, from its name.
@@ -126,7 +127,7 @@ impl GridFile {
     ) -> Result<GridFile, DecodeError> {
         quiet_hdf5_errors();
         let path = name.as_ref();
-        let (image, remote) = remote::open(src, path, var)?;
+        let (image, remote) = image::open(src, path, var)?;
         Self::from_file(path, Handle::Image(image), Some(remote), var)
     }
 

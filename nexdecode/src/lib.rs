@@ -56,6 +56,7 @@ mod error;
 mod file;
 mod grid;
 mod h5index;
+mod image;
 mod locate;
 mod meta;
 mod netcdf_read;

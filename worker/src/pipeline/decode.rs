@@ -143,7 +143,7 @@ impl Pipeline {
                 }
                 match r? {
                     Opened::Decoded(d) => {
-                        Ok::<_, JobError>((d, fetched_now, t.elapsed().as_millis() as u64))
+                        Ok::<_, JobError>((*d, fetched_now, t.elapsed().as_millis() as u64))
                     }
                     Opened::WholeFile(_) => unreachable!("a file on disk is always decoded"),
                 }
@@ -222,7 +222,7 @@ type DecodeOut = (Grid, YearBlock, CellSelection, Option<Vec<LocationMatch>>);
 
 /// What [`decode_one`] did.
 enum Opened {
-    Decoded(DecodeOut),
+    Decoded(Box<DecodeOut>),
     /// The file cannot be read by ranges (why): download it whole.
     WholeFile(String),
 }
@@ -259,7 +259,7 @@ fn decode_one(
         }
     };
     decode_opened(&f, year, opts, selection, plan)
-        .map(Opened::Decoded)
+        .map(|d| Opened::Decoded(Box::new(d)))
         .map_err(err)
 }
 

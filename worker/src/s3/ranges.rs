@@ -40,6 +40,8 @@ pub struct RangeOptions {
     pub max_request: u64,
     /// Most bytes fetched ahead of the decoder (held in memory until decoded).
     pub window: u64,
+    /// Objects up to this size are read whole with their metadata.
+    pub whole_below: u64,
 }
 
 /// One S3 object read by ranges ([`RemoteFile`]). Its fetches run on the Tokio runtime it was
@@ -73,11 +75,14 @@ struct State {
     /// Announced ranges not yet taken, and how many times each was announced.
     pending: HashMap<(u64, u64), usize>,
     /// Ranges that have arrived, with the request they came with.
-    ready: HashMap<(u64, u64), Vec<(Vec<u8>, Arc<Request>)>>,
+    ready: HashMap<(u64, u64), Vec<Arrived>>,
     /// The first failure, classified; every later `take` fails with its message.
     error: Option<JobError>,
     failed: Option<String>,
 }
+
+/// The bytes of an announced range, and the GET that brought them.
+type Arrived = (Vec<u8>, Arc<Request>);
 
 /// One coalesced GET and the announced ranges it serves.
 struct Request {
@@ -266,6 +271,10 @@ impl RemoteFile for ObjectRanges {
             }
         });
         self.rt.block_on(try_join_all(gets)).map_err(|e| sh.fail(e))
+    }
+
+    fn read_whole_below(&self) -> u64 {
+        self.shared.opts.whole_below
     }
 
     fn prefetch(&self, ranges: &[Range<u64>]) {
