@@ -42,13 +42,6 @@ pub(crate) fn open(
 ) -> Result<(MetaImage, Remote), DecodeError> {
     let size = src.size();
     let len = usize::try_from(size).map_err(|_| unsupported(path, var, "file too large"))?;
-    let held = RefCell::new(Vec::<(u64, Vec<u8>)>::new());
-    let read = |ranges: &[Range<u64>]| {
-        let got = src.read(ranges)?;
-        let mut h = held.borrow_mut();
-        h.extend(ranges.iter().map(|r| r.start).zip(got.iter().cloned()));
-        Ok(got)
-    };
     let fetch = |what: &str| {
         let what = what.to_string();
         move |source| DecodeError::Fetch {
@@ -57,6 +50,38 @@ pub(crate) fn open(
             source,
         }
     };
+    // A small file is read whole in one go, and its index served from it: its index reads,
+    // coalesced across small gaps, would fetch most of it anyway, then the rest again.
+    let whole = size <= src.read_whole_below();
+    let file_bytes = if whole {
+        let all = 0..size;
+        let got = src
+            .read(std::slice::from_ref(&all))
+            .map_err(fetch("the file"))?;
+        let b = got.into_iter().next().unwrap_or_default();
+        if b.len() != len {
+            return Err(DecodeError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("asked for the file's {len} bytes, got {}", b.len()),
+            });
+        }
+        Some(b)
+    } else {
+        None
+    };
+    let held = RefCell::new(Vec::<(u64, Vec<u8>)>::new());
+    let read = |ranges: &[Range<u64>]| {
+        if let Some(b) = &file_bytes {
+            return Ok(ranges
+                .iter()
+                .map(|r| b[(r.start as usize).min(len)..(r.end as usize).min(len)].to_vec())
+                .collect());
+        }
+        let got = src.read(ranges)?;
+        let mut h = held.borrow_mut();
+        h.extend(ranges.iter().map(|r| r.start).zip(got.iter().cloned()));
+        Ok(got)
+    };
     let index = match h5index::read_chunked_var(&read, size, var) {
         Ok(ci) => ci,
         Err(IndexError::Unsupported(why)) => return Err(unsupported(path, var, &why)),
@@ -64,21 +89,23 @@ pub(crate) fn open(
     };
     let layout = Layout::from_index(&index).map_err(|why| unsupported(path, var, &why))?;
 
-    let mut bytes = vec![0_u8; len];
-    let mut read: Vec<Range<u64>> = Vec::new();
-    for (start, b) in held.into_inner() {
-        let end = (start as usize).saturating_add(b.len()).min(len);
-        if (start as usize) < end {
-            bytes[start as usize..end].copy_from_slice(&b[..end - start as usize]);
-            read.push(start..end as u64);
+    let (mut bytes, read) = match file_bytes {
+        Some(b) => (b, vec![all_bytes(size)]),
+        None => {
+            let mut bytes = vec![0_u8; len];
+            let mut read: Vec<Range<u64>> = Vec::new();
+            for (start, b) in held.into_inner() {
+                let end = (start as usize).saturating_add(b.len()).min(len);
+                if (start as usize) < end {
+                    bytes[start as usize..end].copy_from_slice(&b[..end - start as usize]);
+                    read.push(start..end as u64);
+                }
+            }
+            (bytes, merged(read))
         }
-    }
-    let mut read = merged(read);
+    };
     let mut covered = read.clone();
-    let whole = size <= src.read_whole_below();
-    if !whole {
-        covered.extend(index.chunks.iter().map(|c| c.addr..c.addr + c.size));
-    }
+    covered.extend(index.chunks.iter().map(|c| c.addr..c.addr + c.size));
     let gaps = gaps(covered, size);
     let got = src.read(&gaps).map_err(fetch("the file's metadata"))?;
     for (r, b) in gaps.iter().zip(got) {
@@ -101,6 +128,7 @@ pub(crate) fn open(
             .map(|r| r.end - r.start)
             .sum::<u64>(),
         metadata_reads = gaps.len() + index.read.len(),
+        whole,
         "remote file opened"
     );
     // Only the file name: libnetcdf takes a path with a scheme (`s3://…`) for a URL to open.
@@ -113,10 +141,6 @@ pub(crate) fn open(
     let image: &'static [u8] = unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
     let file = netcdf::open_mem(Some(&name), image)
         .map_err(|e| DecodeError::netcdf(path, "open the file's metadata", e))?;
-    if whole {
-        read.clear();
-        read.push(0..size);
-    }
     let bytes = Arc::new(bytes);
     Ok((
         MetaImage {
@@ -130,6 +154,11 @@ pub(crate) fn open(
             held: read,
         },
     ))
+}
+
+/// The range of a whole file of `size` bytes.
+fn all_bytes(size: u64) -> Range<u64> {
+    0..size
 }
 
 fn unsupported(path: &Path, var: &str, why: &str) -> DecodeError {

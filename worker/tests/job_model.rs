@@ -443,7 +443,8 @@ async fn transient_failures_come_back_later_not_at_once() {
 }
 
 /// A transient failure mid-COPY (serialization failure on the first row, once) is retried in
-/// process; the retry reuses the files the first attempt downloaded and checked.
+/// process; the retry fetches nothing: it reuses what the first attempt read (the blocks
+/// decoded from files read by ranges; files downloaded whole under `--download-to-disk`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_in_process_retry_reuses_the_downloads() {
     let Some(env) = env() else { return };
@@ -479,7 +480,7 @@ async fn an_in_process_retry_reuses_the_downloads() {
     assert_eq!(attempts, 2);
     assert_eq!(
         bytes, 0,
-        "the committing attempt downloaded nothing: it reused the files"
+        "the committing attempt fetched nothing: it reused the first attempt's reads"
     );
     let l: Vec<(String, Option<String>)> =
         w.pg.query("SELECT outcome, error FROM job_ledger ORDER BY id", &[])

@@ -76,6 +76,7 @@ impl Report {
                 new = l.rows_new,
                 updated = l.rows_updated,
                 mb = (l.bytes as f64 / 1e5).round() / 10.0,
+                files_mb = (l.file_bytes as f64 / 1e5).round() / 10.0,
                 download_s = secs(l.download_ms),
                 decode_s = secs(l.decode_ms),
                 load_s = secs(l.load_ms),

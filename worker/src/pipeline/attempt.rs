@@ -11,7 +11,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::state::Started;
-use super::{Event, FetchCache, Inputs, JobPlan, Loaded, Observer, Pipeline, Prepared};
+use super::{Event, FetchCache, Inputs, JobPlan, KeptDecode, Loaded, Observer, Pipeline, Prepared};
 use crate::error::JobError;
 use crate::message::JobSpec;
 
@@ -81,6 +81,8 @@ pub struct Attempt {
     pub gate: Arc<CommitGate>,
     /// Files fetched so far, reused by later attempts of the same delivery.
     pub files: Arc<FetchCache>,
+    /// What files read by ranges decoded to, reused by later attempts of the same delivery.
+    pub decoded: Arc<KeptDecode>,
     /// Progress receiver.
     pub observer: Option<Arc<dyn Observer>>,
     /// Milliseconds this delivery's attempts have waited for a database load slot so far

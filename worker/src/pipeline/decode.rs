@@ -8,18 +8,18 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use nexdecode::{
-    CellIndex, CellSelection, DecodeError, DecodeOptions, Grid, GridFile, LocationMatch,
-    RemoteFile, YearBlock,
+    CellIndex, CellSelection, DecodeError, DecodeOptions, Grid, GridFile, LocationMatch, YearBlock,
 };
 use tracing::debug;
 
-use super::fetch::{Fetched, Input};
+use super::fetch::{self, Fetched, Input};
 use super::plan::{self, CellPlan, JobPlan};
 use super::{Attempt, Event, Inputs, Pipeline};
 use crate::error::JobError;
 use crate::message::JobSpec;
 
 /// Decoded inputs of one job.
+#[derive(Clone)]
 pub(crate) struct Decoded {
     pub grid: Grid,
     pub blocks: Vec<YearBlock>,
@@ -29,6 +29,10 @@ pub(crate) struct Decoded {
     pub bytes: u64,
     pub download_ms: u64,
     pub decode_ms: u64,
+    /// Sizes of the job's files in S3 (0 for local files).
+    pub file_bytes: u64,
+    /// Some file was read by ranges (its bytes are gone once decoded).
+    pub by_ranges: bool,
 }
 
 impl Decoded {
@@ -50,7 +54,68 @@ impl Decoded {
             bytes: 0,
             download_ms: 0,
             decode_ms: 0,
+            file_bytes: 0,
+            by_ranges: false,
         }
+    }
+}
+
+/// Decoded blocks of files read by ranges up to this size are kept for an in-process retry
+/// (a city job's are a few MB); larger ones (a whole grid) are fetched again.
+pub const KEEP_DECODED: u64 = 256 << 20;
+
+/// What a delivery's files read by ranges decoded to (their bytes are gone once decoded), kept
+/// so that an in-process retry needs neither those bytes again nor their decode. The files
+/// downloaded whole are kept by [`super::FetchCache`].
+#[derive(Default)]
+pub struct KeptDecode(std::sync::Mutex<Option<(Vec<u64>, Decoded)>>);
+
+impl std::fmt::Debug for KeptDecode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.lock().map(|g| g.is_some()).unwrap_or(false);
+        f.debug_tuple("KeptDecode").field(&held).finish()
+    }
+}
+
+/// What identifies a plan's cells (`None`: not worth comparing; nothing is kept).
+fn plan_key(plan: &CellPlan) -> Option<Vec<u64>> {
+    match plan {
+        CellPlan::All => Some(Vec::new()),
+        CellPlan::Points(p) => Some(
+            std::iter::once(1)
+                .chain(
+                    p.coords
+                        .iter()
+                        .flat_map(|(a, b)| [a.to_bits(), b.to_bits()]),
+                )
+                .collect(),
+        ),
+        CellPlan::Polygons(_) => None,
+    }
+}
+
+impl KeptDecode {
+    /// Keeps what the files read by ranges decoded to for `plan`, when small enough.
+    pub(crate) fn keep(&self, plan: &CellPlan, d: &Decoded) {
+        if !d.by_ranges || d.bytes_held() > KEEP_DECODED {
+            return;
+        }
+        if let Some(key) = plan_key(plan) {
+            *self.0.lock().expect("kept decode") = Some((key, d.clone()));
+        }
+    }
+
+    /// The decode kept for the same cells, with no bytes or time of its own.
+    pub(crate) fn reuse(&self, plan: &CellPlan) -> Option<Decoded> {
+        let key = plan_key(plan)?;
+        let g = self.0.lock().expect("kept decode");
+        let (k, d) = g.as_ref()?;
+        (*k == key).then(|| Decoded {
+            bytes: 0,
+            download_ms: 0,
+            decode_ms: 0,
+            ..d.clone()
+        })
     }
 }
 
@@ -81,6 +146,10 @@ impl Pipeline {
             single_year_file: true,
             ..DecodeOptions::default()
         };
+        if let Some(d) = attempt.decoded.reuse(&plan.cells) {
+            debug!("reusing the decoded files of an earlier attempt");
+            return Ok(d);
+        }
         let vars = &spec.variables;
         let mut out = Decoded {
             grid: Grid::new(vec![0.0], vec![0.0]).map_err(JobError::Data)?,
@@ -90,6 +159,8 @@ impl Pipeline {
             bytes: 0,
             download_ms: 0,
             decode_ms: 0,
+            file_bytes: 0,
+            by_ranges: false,
         };
         let mut selection: Option<CellSelection> = None;
         attempt.emit(Event::Fetching(vars[0]));
@@ -100,10 +171,13 @@ impl Pipeline {
             let Fetched {
                 input,
                 bytes,
+                size,
                 source,
             } = fetched.take().expect("fetched ahead");
-            if let Input::File(_) = input {
-                attempt.emit(Event::Fetched(var, bytes));
+            out.file_bytes += size;
+            match input {
+                Input::File(_) => attempt.emit(Event::Fetched(var, bytes)),
+                Input::Opened { .. } => out.by_ranges = true,
             }
             attempt.emit(Event::Decoding(var));
             out.bytes += bytes;
@@ -116,37 +190,18 @@ impl Pipeline {
             let span = tracing::Span::current();
             let decode = async move {
                 let t = Instant::now();
-                let run = |input: Input| {
-                    let (span, source, opts) = (span.clone(), source.clone(), opts.clone());
-                    let (sel, plan_i) = (sel.clone(), plan_i.clone());
-                    tokio::task::spawn_blocking(move || {
-                        span.in_scope(|| decode_one(&input, &source, var, year, &opts, sel, plan_i))
-                    })
+                let src = match &input {
+                    Input::Opened { src, .. } => Some(Arc::clone(src)),
+                    Input::File(_) => None,
                 };
-                let mut r = run(input.clone()).await.map_err(join_err)?;
-                let mut fetched_now = 0;
-                if let Input::Ranges(src) = &input {
-                    fetched_now = src.fetched();
-                    if let Ok(Opened::WholeFile(why)) = &r {
-                        // Not readable by ranges: download it whole and decode the file.
-                        tracing::info!(var, file = %source, reason = %why, "reading the whole file");
-                        let Inputs::S3 { client, bucket } = inputs else {
-                            unreachable!("ranges come from S3")
-                        };
-                        let key = src.key();
-                        let whole = self
-                            .download(client, bucket, key, var, &attempt.files)
-                            .await?;
-                        fetched_now += whole.bytes;
-                        r = run(whole.input).await.map_err(join_err)?;
-                    }
-                }
-                match r? {
-                    Opened::Decoded(d) => {
-                        Ok::<_, JobError>((*d, fetched_now, t.elapsed().as_millis() as u64))
-                    }
-                    Opened::WholeFile(_) => unreachable!("a file on disk is always decoded"),
-                }
+                let r = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| decode_one(input, &source, var, year, &opts, sel, plan_i))
+                })
+                .await
+                .map_err(join_err)?;
+                // Read by ranges, the bytes arrive while it decodes.
+                let fetched_now = src.map_or(0, |s| s.fetched());
+                Ok::<_, JobError>((r?, fetched_now, t.elapsed().as_millis() as u64))
             };
             // While the second variable decodes, read the first one's cells' `map_cell` ids into
             // the cache (read only: nothing is written before every file has decoded); the load
@@ -220,47 +275,26 @@ impl Pipeline {
 
 type DecodeOut = (Grid, YearBlock, CellSelection, Option<Vec<LocationMatch>>);
 
-/// What [`decode_one`] did.
-enum Opened {
-    Decoded(Box<DecodeOut>),
-    /// The file cannot be read by ranges (why): download it whole.
-    WholeFile(String),
-}
-
-/// Opens and decodes one variable's file (blocking; rayon inside nexdecode). The first
-/// variable resolves the plan into a cell selection that the others reuse.
+/// Opens (unless open already) and decodes one variable's file (blocking; rayon inside
+/// nexdecode). The first variable resolves the plan into a cell selection that the others
+/// reuse.
 fn decode_one(
-    input: &Input,
+    input: Input,
     label: &str,
     var: &str,
     year: i32,
     opts: &DecodeOptions,
     selection: Option<CellSelection>,
     plan: Option<CellPlan>,
-) -> Result<Opened, JobError> {
-    // A fetch that failed under the decoder keeps its own classification (transient).
-    let err = |e: DecodeError| match (&e, input) {
-        (DecodeError::Fetch { .. }, Input::Ranges(src)) => {
-            src.take_error().unwrap_or_else(|| decode_err(label, &e))
+) -> Result<DecodeOut, JobError> {
+    match input {
+        Input::File(path) => {
+            let f = GridFile::open_variable(&path, var).map_err(|e| decode_err(label, e))?;
+            decode_opened(&f, year, opts, selection, plan).map_err(|e| decode_err(label, e))
         }
-        _ => decode_err(label, e),
-    };
-    let f = match input {
-        Input::File(path) => GridFile::open_variable(path, var).map_err(err)?,
-        Input::Ranges(src) => {
-            let remote: Arc<dyn RemoteFile> = src.clone();
-            match GridFile::open_remote(remote, label, var) {
-                Ok(f) => f,
-                Err(DecodeError::UnsupportedStorage { detail, .. }) => {
-                    return Ok(Opened::WholeFile(detail));
-                }
-                Err(e) => return Err(err(e)),
-            }
-        }
-    };
-    decode_opened(&f, year, opts, selection, plan)
-        .map(|d| Opened::Decoded(Box::new(d)))
-        .map_err(err)
+        Input::Opened { file, src } => decode_opened(&file, year, opts, selection, plan)
+            .map_err(|e| fetch::ranges_err(&src, label, e)),
+    }
 }
 
 /// Decodes one opened file: the plan resolved into cells (first variable) or the selection

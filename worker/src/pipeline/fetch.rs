@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tracing::debug;
+use nexdecode::{DecodeError, GridFile, RemoteFile};
+use tracing::{debug, info};
 
 use super::{Inputs, Pipeline};
 use crate::error::JobError;
@@ -21,12 +22,17 @@ use crate::message::JobSpec;
 use crate::s3::{self, ObjectRanges, ranges::RangeOptions};
 
 /// Where a fetched file's bytes are.
-#[derive(Clone)]
 pub enum Input {
     /// On disk (local, or downloaded whole).
     File(PathBuf),
-    /// In S3, read by ranges as the decode needs them.
-    Ranges(Arc<ObjectRanges>),
+    /// In S3, opened (chunk index and metadata read), its chunks read by ranges as the decode
+    /// needs them.
+    Opened {
+        /// The open file.
+        file: Box<GridFile>,
+        /// Its bytes.
+        src: Arc<ObjectRanges>,
+    },
 }
 
 /// Most bytes a file read by ranges fetches ahead of its decode (counted in the job's memory
@@ -38,13 +44,14 @@ pub const STREAM_WINDOW: u64 = 96 << 20;
 pub const READ_WHOLE_BELOW: u64 = 4 << 20;
 
 /// A fetched file.
-#[derive(Clone)]
 pub struct Fetched {
     /// Where it is.
     pub input: Input,
     /// Bytes downloaded now (0 when local, reused, or read by ranges: those count as they
     /// arrive).
     pub bytes: u64,
+    /// Its size in S3 (what downloading it whole fetches); 0 when local.
+    pub size: u64,
     /// Its name for logs and `data_source_variable.source` (`s3://…` or the path).
     pub source: String,
 }
@@ -85,11 +92,11 @@ impl FetchCache {
     }
 
     /// A complete earlier download of `var`, if its file is still there with its size.
-    fn get(&self, var: &str) -> Option<(PathBuf, String)> {
+    fn get(&self, var: &str) -> Option<(PathBuf, u64, String)> {
         let g = self.inner.lock().expect("fetch cache");
         let (p, size, src) = g.files.get(var)?;
         let ok = std::fs::metadata(p).is_ok_and(|m| m.len() == *size);
-        ok.then(|| (p.clone(), src.clone()))
+        ok.then(|| (p.clone(), *size, src.clone()))
     }
 
     fn put(&self, var: &'static str, path: PathBuf, size: u64, source: String) {
@@ -105,6 +112,19 @@ impl FetchCache {
     /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+/// The error of a file read by ranges: a fetch that failed under the decoder keeps its own
+/// classification (transient, say); anything else is the file's.
+pub(crate) fn ranges_err(src: &ObjectRanges, label: &str, e: DecodeError) -> JobError {
+    if let DecodeError::Fetch { .. } = e
+        && let Some(fetch) = src.take_error()
+    {
+        return fetch;
+    }
+    JobError::Decode {
+        file: label.to_owned(),
+        message: e.to_string(),
     }
 }
 
@@ -126,15 +146,17 @@ impl Pipeline {
                 Ok(Fetched {
                     input: Input::File(p.clone()),
                     bytes: 0,
+                    size: 0,
                     source: p.display().to_string(),
                 })
             }
             Inputs::S3 { client, bucket } => {
-                if let Some((path, source)) = cache.get(var) {
+                if let Some((path, size, source)) = cache.get(var) {
                     debug!(var, source = %source, "reusing the file of an earlier attempt");
                     return Ok(Fetched {
                         input: Input::File(path),
                         bytes: 0,
+                        size,
                         source,
                     });
                 }
@@ -162,12 +184,34 @@ impl Pipeline {
                         window: STREAM_WINDOW,
                         whole_below: READ_WHOLE_BELOW,
                     };
-                    let src = ObjectRanges::open(client, bucket, &key, opts).await?;
-                    return Ok(Fetched {
-                        source: src.url(),
-                        input: Input::Ranges(Arc::new(src)),
-                        bytes: 0,
-                    });
+                    let src = Arc::new(ObjectRanges::open(client, bucket, &key, opts).await?);
+                    let url = src.url();
+                    let remote: Arc<dyn RemoteFile> = src.clone();
+                    let span = tracing::Span::current();
+                    let name = url.clone();
+                    let opened = tokio::task::spawn_blocking(move || {
+                        span.in_scope(|| GridFile::open_remote(remote, &name, var))
+                    })
+                    .await
+                    .map_err(|e| JobError::Data(format!("opening {url} failed: {e}")))?;
+                    return match opened {
+                        Ok(file) => Ok(Fetched {
+                            size: src.size(),
+                            source: url,
+                            input: Input::Opened {
+                                file: Box::new(file),
+                                src,
+                            },
+                            bytes: 0,
+                        }),
+                        Err(DecodeError::UnsupportedStorage { detail, .. }) => {
+                            info!(var, file = %url, reason = %detail, "reading the whole file");
+                            let mut whole = self.download(client, bucket, &key, var, cache).await?;
+                            whole.bytes += src.fetched();
+                            Ok(whole)
+                        }
+                        Err(e) => Err(ranges_err(&src, &url, e)),
+                    };
                 }
                 self.download(client, bucket, &key, var, cache).await
             }
@@ -201,6 +245,7 @@ impl Pipeline {
         Ok(Fetched {
             input: Input::File(path),
             bytes,
+            size: bytes,
             source,
         })
     }

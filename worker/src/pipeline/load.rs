@@ -420,6 +420,7 @@ impl Pipeline {
             rows_updated: n_upd,
             cells_skipped: skipped,
             bytes: d.bytes,
+            file_bytes: d.file_bytes,
             copy_bytes,
             download_ms: d.download_ms,
             decode_ms: d.decode_ms,

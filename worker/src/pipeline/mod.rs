@@ -38,6 +38,7 @@ pub mod state;
 pub mod throttle;
 
 pub use attempt::{Attempt, CommitGate, MemoryGrant};
+pub use decode::KeptDecode;
 pub use fetch::FetchCache;
 pub use plan::{CellPlan, JobPlan};
 pub use state::{JobState, Prepared};
@@ -98,6 +99,9 @@ pub struct Loaded {
     pub cells_skipped: u64,
     /// Bytes fetched from S3 (0 for local files and files reused from an earlier attempt).
     pub bytes: u64,
+    /// Sizes of the job's files in S3: what downloading them whole fetches (`bytes` is less when
+    /// reading by ranges left chunks out).
+    pub file_bytes: u64,
     /// Bytes of the binary COPY stream sent to the server.
     pub copy_bytes: u64,
     /// Wall time in downloads (overlapping decode).
@@ -190,6 +194,7 @@ impl Pipeline {
                     .await?
             }
         };
+        attempt.decoded.keep(&plan.cells, &decoded);
         // From here on the job holds its decoded blocks (and the rows' index), no more.
         let held_mb = (decoded.bytes_held() >> 20) as u32 + DECODED_SLACK_MB;
         let mb = attempt.memory.shrink_to(held_mb);

@@ -169,6 +169,9 @@ impl Drop for ObjectRanges {
 impl Shared {
     /// One ranged GET (resumed if cut) into memory.
     async fn get(&self, r: Range<u64>) -> Result<Vec<u8>, JobError> {
+        if r.start >= r.end {
+            return Ok(Vec::new());
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut buf = vec![0_u8; (r.end - r.start) as usize];
         let start = r.start;
@@ -224,20 +227,21 @@ impl Shared {
 }
 
 /// Groups ranges (in the order given) into GETs: a range joins the previous GET when it starts
-/// at most `gap` bytes after its end and the GET stays within `max_request` bytes.
+/// inside it or at most `gap` bytes after its end and the GET stays within `max_request` bytes.
+/// Every range, even an empty one, is a member of exactly one group.
 fn coalesce(
     ranges: &[Range<u64>],
     gap: u64,
     max_request: u64,
 ) -> Vec<(Range<u64>, Vec<Range<u64>>)> {
     let mut out: Vec<(Range<u64>, Vec<Range<u64>>)> = Vec::new();
-    for r in ranges.iter().filter(|r| r.start < r.end) {
+    for r in ranges {
         if let Some((span, members)) = out.last_mut()
-            && r.start >= span.end
-            && r.start - span.end <= gap
-            && r.end - span.start <= max_request
+            && r.start >= span.start
+            && r.start <= span.end.saturating_add(gap)
+            && r.end.max(span.end) - span.start <= max_request
         {
-            span.end = r.end;
+            span.end = span.end.max(r.end);
             members.push(r.clone());
             continue;
         }
@@ -259,18 +263,46 @@ impl RemoteFile for ObjectRanges {
                 sh.size
             )));
         }
+        // Neighbours (in file order) within the gap share a GET.
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_by_key(|&i| ranges[i].start);
+        let sorted: Vec<Range<u64>> = order.iter().map(|&i| ranges[i].clone()).collect();
+        let groups = coalesce(&sorted, sh.opts.gap, sh.opts.max_request);
+        // A range longer than a request (a small file read whole) is read in parts, in
+        // parallel, as a download is.
         let conc = Arc::new(Semaphore::new(sh.opts.concurrency));
-        let gets = ranges.iter().map(|r| {
+        let part = sh.opts.max_request.max(1);
+        let gets = groups.iter().map(|(span, _)| {
+            let parts = (span.start..span.end.max(span.start + 1))
+                .step_by(part as usize)
+                .map(|s| s..(s + part).min(span.end));
             let conc = Arc::clone(&conc);
             async move {
-                let _slot = conc.acquire().await.expect("not closed");
-                if r.start == r.end {
-                    return Ok(Vec::new());
-                }
-                sh.get(r.clone()).await
+                let bodies = try_join_all(parts.map(|p| {
+                    let conc = Arc::clone(&conc);
+                    async move {
+                        let _slot = conc.acquire().await.expect("not closed");
+                        sh.get(p).await
+                    }
+                }))
+                .await?;
+                Ok::<_, JobError>(bodies.concat())
             }
         });
-        self.rt.block_on(try_join_all(gets)).map_err(|e| sh.fail(e))
+        let bodies = self
+            .rt
+            .block_on(try_join_all(gets))
+            .map_err(|e| sh.fail(e))?;
+        let mut out = vec![Vec::new(); ranges.len()];
+        let mut k = 0;
+        for ((span, members), body) in groups.iter().zip(&bodies) {
+            for m in members {
+                let at = (m.start - span.start) as usize;
+                out[order[k]] = body[at..at + (m.end - m.start) as usize].to_vec();
+                k += 1;
+            }
+        }
+        Ok(out)
     }
 
     fn read_whole_below(&self) -> u64 {
@@ -392,5 +424,8 @@ mod tests {
         // Out of order: a range before the previous one starts a new GET.
         let got = coalesce(&[10..20, 0..5], 100, 1000);
         assert_eq!(got.len(), 2);
+        // Overlapping and repeated ranges share one.
+        let got = coalesce(&[0..10, 5..8, 5..8, 9..30], 0, 1000);
+        assert_eq!(got, vec![(0..30, vec![0..10, 5..8, 5..8, 9..30])]);
     }
 }
