@@ -4,8 +4,11 @@
 //!
 //! ```sh
 //! scripts/services.sh start-bench && eval "$(scripts/services.sh env)"
-//! cargo bench -p nexingest-benches --bench link    # LINK_MBPS=400, LINK_JOBS=6
+//! cargo bench -p nexingest-benches --bench link    # LINK_MBPS=400 LINK_JOBS=6 LINK_LATENCY_MS=20
 //! ```
+//!
+//! The link is [`linkproxy`] in front of moto (`scripts/moto_server.py`, which serves a ranged
+//! GET by reading only its range, as S3 does), with `LINK_LATENCY_MS` added to each request.
 //!
 //! Setup as the `run` benchmark ([`nexingest_benches::QueueBench`]): the job's three
 //! full-size NEX-GDDP-CMIP6 files (365 × 600 × 1440, whole-day chunks) under `LINK_JOBS`
@@ -19,7 +22,9 @@
 //!    rate). Per job: bytes fetched ÷ file bytes, and job time ÷ (bytes ÷ link rate); over the
 //!    queue: the link's busy fraction (bytes ÷ rate ÷ wall).
 //! 2. **Whole-grid job** at `LINK_MBPS`: its time ÷ max(transfer, decode + load measured alone
-//!    by `ingest` of the local files).
+//!    by `ingest` of the local files), and ÷ (transfer + load alone), its floor: a row holds
+//!    every variable of its cell, so no row can be written before the last file's last chunk
+//!    has arrived. `LINK_ONLY=grid` runs the setup and this section only.
 //! 3. **Fleet model** ([`nexingest_benches::fleetsim`]) from the measured per-job figures
 //!    (bytes, CPU seconds of a city job's `ingest`, its load time, one job's fetch rate alone),
 //!    predicting 1, 2 and 3 worker processes (`--jobs 1` each) sharing the link and the 2
@@ -35,7 +40,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use linkproxy::{LinkConfig, LinkProxy, Stats};
 use nexdecode::GridFile;
@@ -107,6 +112,7 @@ struct Link {
 
 impl Link {
     fn new(endpoint: &str, rate: Option<u64>) -> Link {
+        let latency = Duration::from_millis(env_or("LINK_LATENCY_MS", 20u64));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -119,6 +125,7 @@ impl Link {
             .expect("moto endpoint is http://ip:port");
         let cfg = LinkConfig {
             rate,
+            latency,
             ..LinkConfig::default()
         };
         let proxy = rt
@@ -185,7 +192,7 @@ fn layout_run(b: &QueueBench, link: &Link, path: &Path, points: &[(f64, f64)]) -
     let s3 = b.aws.s3_at(&link.endpoint());
     let ropts = RangeOptions {
         concurrency: 8,
-        gap: 64 << 10,
+        gap: 16 << 10,
         max_request: 16 << 20,
         window: worker::pipeline::fetch::STREAM_WINDOW,
         whole_below: worker::pipeline::fetch::READ_WHOLE_BELOW,
@@ -266,6 +273,37 @@ fn tiles_30x72x144() -> PathBuf {
     nexingest_benches::generated_as(&spec, "tasmax_nex_gddp_2015_chunks_30x72x144.nc")
 }
 
+/// A whole-grid run: by ranges or not, wall s, transfer s, wall ÷ max(transfer, alone), ledger.
+type GridRun = (bool, f64, f64, f64, Ledger);
+
+fn print_grid(mbps: f64, alone_s: f64, alone: &Ledger, grid: &[GridRun]) {
+    println!(
+        "\nwhole-grid job at {mbps:.0} Mbps (decode + load alone {alone_s:.1} s: decode {:.1} s, \
+         load {:.1} s). A row holds every variable of its cell, and whole-day chunks complete no \
+         cell before the last file's last day: the load cannot start before the transfer ends, \
+         so the floor is transfer + load alone:\n",
+        alone.decode_s, alone.load_s
+    );
+    println!(
+        "| path | wall s | transfer s | wall ÷ max(transfer, decode + load) | wall ÷ (transfer + load alone) | job's download / decode / load s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (stream, secs, transfer, ratio, l) in grid {
+        println!(
+            "| {} | {secs:.1} | {transfer:.1} | {ratio:.2} | {:.2} | {:.1} / {:.1} / {:.1} |",
+            if *stream {
+                "by ranges"
+            } else {
+                "download, then decode"
+            },
+            secs / (transfer + alone.load_s),
+            l.download_s,
+            l.decode_s,
+            l.load_s
+        );
+    }
+}
+
 fn mb(x: f64) -> f64 {
     x / 1e6
 }
@@ -273,6 +311,8 @@ fn mb(x: f64) -> f64 {
 fn main() {
     let mbps: f64 = env_or("LINK_MBPS", 400.0);
     let njobs: usize = env_or("LINK_JOBS", 6usize).clamp(3, MODELS.len());
+    // `LINK_ONLY=grid`: only the whole-grid job (section 2), to look at it again quickly.
+    let only_grid = std::env::var("LINK_ONLY").is_ok_and(|v| v == "grid");
     let rate = LinkConfig::mbps(mbps).rate.expect("a rate");
     let models = &MODELS[..njobs];
     let b = QueueBench::new("link", SCHEMA, models, 0, "LINK_NEXINGEST", "LINK_LOG");
@@ -323,6 +363,7 @@ fn main() {
         &mut cmip6_job::ingest(&b.bin, db, SCHEMA, b.log_var, &files),
         "nexingest ingest (all)",
     );
+    let grid_alone_ledger = ledger(&b);
     eprintln!(
         "alone, local files: city job {:.2} s ({:.2} CPU s, load {:.2} s); whole-grid job {:.2} s",
         city_alone.secs, city_alone.cpu_secs, city_ledger.load_s, grid_alone.secs
@@ -337,6 +378,9 @@ fn main() {
         (None, true),
         (None, false),
     ] {
+        if only_grid {
+            break;
+        }
         cmip6_job::reset_jobs(db, SCHEMA);
         b.aws.enqueue_cmip6_at(models, "cities");
         let link = Link::new(&b.aws.endpoint, r);
@@ -375,7 +419,17 @@ fn main() {
         let link = Link::new(&b.aws.endpoint, Some(rate));
         let (secs, st) = run_through(&b, &link, 1, 1, stream);
         let transfer = st.bytes_down as f64 / rate as f64;
-        grid.push((stream, secs, transfer, secs / transfer.max(grid_alone.secs)));
+        grid.push((
+            stream,
+            secs,
+            transfer,
+            secs / transfer.max(grid_alone.secs),
+            ledger(&b),
+        ));
+    }
+    if only_grid {
+        print_grid(mbps, grid_alone.secs, &grid_alone_ledger, &grid);
+        return;
     }
 
     // 3. The fleet model against 1, 2, 3 processes (`--jobs 1` each) at the link-bound rate.
@@ -480,6 +534,10 @@ fn main() {
     println!("\n## link (generated NEX-GDDP-CMIP6 layout: whole-day chunks 1 × 600 × 1440)");
     println!("database: {}", db.describe());
     println!(
+        "link: linkproxy in front of moto, {} ms added to each request",
+        env_or("LINK_LATENCY_MS", 20u64)
+    );
+    println!(
         "job: 3 files, {:.0} MB in all; {njobs} city jobs of 1,000 CONUS points; each run by \
          ranges (default) and downloading whole first (--download-to-disk)\n",
         mb(job_bytes)
@@ -491,22 +549,7 @@ fn main() {
     for r in &rows {
         println!("{r}");
     }
-    println!(
-        "\nwhole-grid job at {mbps:.0} Mbps (decode + load alone {:.1} s):\n",
-        grid_alone.secs
-    );
-    println!("| path | wall s | transfer s | wall ÷ max(transfer, decode + load) |");
-    println!("|---|---|---|---|");
-    for (stream, secs, transfer, ratio) in &grid {
-        println!(
-            "| {} | {secs:.1} | {transfer:.1} | {ratio:.2} |",
-            if *stream {
-                "by ranges"
-            } else {
-                "download, then decode"
-            }
-        );
-    }
+    print_grid(mbps, grid_alone.secs, &grid_alone_ledger, &grid);
     println!(
         "\nfleet model vs measured at {mbps:.0} Mbps (per job: {:.0} MB, {cpu_per_file:.2} CPU s \
          per file, load {:.2} s; one job's fetch alone {:.0} MB/s; process overhead {overhead:.1} s)\n",

@@ -3,7 +3,9 @@
 #   - a PostgreSQL cluster under target/pg (initdb as an unprivileged user, its own port), with
 #     TLS from a throwaway CA (target/pg/tls) and a role `nexingest_tls` that pg_hba.conf admits
 #     only over TLS (hostssl, scram password);
-#   - moto_server on 127.0.0.1 (local S3 + SQS for the real AWS SDKs);
+#   - moto_server on 127.0.0.1 (local S3 + SQS for the real AWS SDKs), through
+#     scripts/moto_server.py: a ranged GET reads only its range, as in S3 (moto itself reads the
+#     whole object for each one: 0.25 s on a 300 MB object, whatever the range);
 #   - with `start-bench`, also a second cluster configured like production (target/pg-bench,
 #     port NEXINGEST_BENCH_PG_PORT, default the test port + 2): fsync, full_page_writes,
 #     synchronous_commit on, wal_level = replica, RDS's default max_wal_size. Load and fleet
@@ -196,7 +198,7 @@ moto_start() {
   mkdir -p "$MOTO_DIR"
   if moto_running; then echo "services: moto_server already running on 127.0.0.1:$MOTO_PORT"; return; fi
   [ -x .venv/bin/moto_server ] || { echo "services: .venv/bin/moto_server missing; run scripts/deps.sh" >&2; exit 1; }
-  setsid .venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_DIR/moto.log" 2>&1 < /dev/null &
+  setsid .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_DIR/moto.log" 2>&1 < /dev/null &
   echo $! > "$MOTO_DIR/pid"
   for _ in $(seq 1 100); do
     curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && { echo "services: moto_server started on 127.0.0.1:$MOTO_PORT"; return; }

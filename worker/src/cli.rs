@@ -701,7 +701,7 @@ pub struct PipelineArgs {
     pub download_part_mb: u64,
     /// Reading by ranges, chunks at most this many KiB apart are fetched by one GET (the
     /// bytes between them are dropped): fewer requests against a few more bytes.
-    #[arg(long, env = "NEXINGEST_RANGE_GAP_KB", default_value_t = 64)]
+    #[arg(long, env = "NEXINGEST_RANGE_GAP_KB", default_value_t = 16)]
     pub range_gap_kb: u64,
     /// Radius (km) within which a location without data in its own cell takes the nearest
     /// data cell.
