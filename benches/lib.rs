@@ -745,23 +745,10 @@ impl LocalAws {
     /// If an upload fails.
     pub fn upload_cmip6_job(&self, model: &str, files: &[PathBuf]) {
         use worker::catalog::Dataset;
-        self.rt.block_on(async {
-            for (var, path) in cmip6_job::VARS.iter().zip(files) {
-                let key =
-                    Dataset::NexGddpCmip6.key(cmip6_job::SCENARIO, model, cmip6_job::YEAR, var);
-                let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
-                    .await
-                    .expect("read the job file");
-                self.s3
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("upload to moto");
-            }
-        });
+        for (var, path) in cmip6_job::VARS.iter().zip(files) {
+            let key = Dataset::NexGddpCmip6.key(cmip6_job::SCENARIO, model, cmip6_job::YEAR, var);
+            self.upload(path, &key);
+        }
     }
 
     /// Sends one whole-grid job message per model (the native format of

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -92,36 +92,6 @@ impl RemoteFile for Ranges {
     }
 }
 
-fn nc_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            nc_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "nc") {
-            out.push(p);
-        }
-    }
-}
-
-/// Every committed fixture (but the deliberately corrupt one) and every real file.
-fn all_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    nc_files(&root.join("../fixtures/data"), &mut files);
-    files.retain(|p| !p.to_string_lossy().contains("/corrupt/"));
-    let real = root.join("../../shared/realdata");
-    if real.is_dir() {
-        nc_files(&real, &mut files);
-    } else {
-        println!("SKIPPED: realdata: no directory at {}", real.display());
-    }
-    files.sort();
-    files
-}
-
 fn opts(read_path: ReadPath) -> DecodeOptions {
     DecodeOptions {
         read_path,
@@ -150,7 +120,7 @@ fn chunked_on_disk(disk: &GridFile, year: i32) -> bool {
 #[test]
 fn remote_files_decode_like_files_on_disk() {
     let (mut streamed, mut refused) = (0, 0);
-    for path in all_files() {
+    for path in fixtures::readable_files() {
         let disk = GridFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let var = disk.variable().name.clone();
         let years = disk.years();

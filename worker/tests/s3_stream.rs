@@ -12,20 +12,6 @@ use nexdecode::{CellSelection, DecodeError, DecodeOptions, GridFile, RemoteFile}
 use worker::s3::ObjectRanges;
 use worker::s3::ranges::RangeOptions;
 
-fn nc_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            nc_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "nc") {
-            out.push(p);
-        }
-    }
-}
-
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
@@ -82,15 +68,7 @@ fn compare(local: &Path, remote: Arc<ObjectRanges>) -> bool {
 async fn every_fixture_and_real_file_read_by_ranges_decodes_like_the_file() {
     let Some(env) = env() else { return };
     let w = World::new(env, "ranges", 3, 60).await;
-    let mut files = Vec::new();
-    nc_files(&fixtures::data_dir(), &mut files);
-    files.retain(|p| !p.to_string_lossy().contains("/corrupt/"));
-    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/realdata");
-    if real.is_dir() {
-        nc_files(&real, &mut files);
-    } else {
-        println!("SKIPPED: realdata: no directory at {}", real.display());
-    }
+    let files = fixtures::readable_files();
     let opts = RangeOptions {
         concurrency: 4,
         gap: 4 << 10,
