@@ -423,6 +423,22 @@ pub struct BenchArgs {
     /// Test only: a 365 × 20 × 20 grid instead of the full one (fast to generate).
     #[arg(long, hide = true)]
     pub test_grid: bool,
+    /// Then run the jobs again with their files in S3, read through a link of this many
+    /// megabits per second (2500: an m5.2xlarge's baseline): once by ranges (the default
+    /// path), once downloaded whole first (`--download-to-disk`), each in a fresh scratch
+    /// schema. Prints each one's time ÷ max(transfer at this rate, the local run's time): how
+    /// close a job gets to its link. The link is a local proxy in front of
+    /// `--aws-endpoint-url`, which must be a plain `http://` S3 (the local moto of
+    /// `scripts/services.sh`); the files are uploaded to `--cmip6-bucket` (created when
+    /// missing) under the jobs' keys, once.
+    #[arg(long, value_name = "MBPS")]
+    pub link_mbps: Option<f64>,
+    /// With `--link-mbps`: milliseconds added to each request (a round trip to S3).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub link_latency_ms: u64,
+    /// With `--link-mbps`: the S3 endpoint and the bucket the files go to.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `finalize` flags.

@@ -267,6 +267,33 @@ async fn bench_errors_name_the_thing_and_the_fix() {
     assert!(stderr(&o).contains("--cells"), "{}", stderr(&o));
     let o = nexingest(&env.db_url, "nexingest", &["bench", "--jobs", "0"]);
     assert!(stderr(&o).contains("--jobs"), "{}", stderr(&o));
+    let o = nexingest(&env.db_url, "nexingest", &["bench", "--link-mbps", "0"]);
+    assert!(stderr(&o).contains("--link-mbps 0"), "{}", stderr(&o));
+    let o = nexingest(
+        &env.db_url,
+        "nexingest",
+        &[
+            "bench",
+            "--link-mbps",
+            "100",
+            "--aws-endpoint-url",
+            "https://s3.us-west-2.amazonaws.com",
+        ],
+    );
+    let e = stderr(&o);
+    assert!(e.contains("not plain http://") && e.contains("TLS"), "{e}");
+    let o = common::nexingest_blocking()
+        .args(["--database-url", &env.db_url, "bench", "--link-mbps", "100"])
+        .env_remove("NEXINGEST_AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("--aws-endpoint-url") && e.contains("scripts/services.sh"),
+        "{e}"
+    );
 
     // A role without CREATE on the database.
     let pg = worker::db::connect(&env.db_url).await.expect("connect");
@@ -304,4 +331,149 @@ async fn bench_errors_name_the_thing_and_the_fix() {
     let e = stderr(&o);
     assert!(!o.status.success());
     assert!(e.contains("--work-dir"), "{e}");
+}
+
+/// `bench --link-mbps`: after the local run, the jobs run again with their files uploaded to
+/// the local S3 and read through a rate-limited link, once by ranges and once downloaded whole:
+/// each writes every row, fetches the files' bytes once (no second download), and its transfer
+/// is those bytes at the link's rate. A second run reuses the uploaded objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_link_runs_the_jobs_from_s3_through_the_link() {
+    let Some(env) = env() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let wd = work.path().to_str().unwrap();
+    let bucket = unique("bench-link");
+    let pg = worker::db::connect(&env.db_url).await.expect("connect");
+    let args = [
+        "bench",
+        "--test-grid",
+        "--cells",
+        "30",
+        "--work-dir",
+        wd,
+        "--no-progress",
+        "--no-save",
+        "--link-mbps",
+        "20",
+        "--link-latency-ms",
+        "5",
+        "--cmip6-bucket",
+        &bucket,
+    ];
+    let r = json_of(&nexingest(
+        &env.db_url,
+        "nexingest",
+        &[&args[..], &["--json"]].concat(),
+    ));
+    eprintln!("bench --link-mbps 20: {r:#}");
+    assert_eq!(r["rows"], 30, "{r:#}");
+    let l = &r["link"];
+    assert_eq!(l["mbps"], 20.0, "{r:#}");
+    assert_eq!(l["bucket"], bucket.as_str());
+
+    // The files are in the bucket under the job's keys, byte for byte the generated ones.
+    let s3 = worker::aws::clients(&common::aws_config(&env, &bucket, &bucket))
+        .await
+        .s3;
+    let model = worker::bench::DATASET.models()[0];
+    let mut file_bytes = 0;
+    let mut modified = Vec::new();
+    for path in r["files"].as_array().unwrap() {
+        let path = std::path::Path::new(path.as_str().unwrap());
+        let var = path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('_')
+            .next()
+            .unwrap();
+        let key =
+            worker::bench::DATASET.key(worker::bench::SCENARIO, model, worker::bench::YEAR, var);
+        let obj = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        modified.push(obj.last_modified().copied());
+        let body = obj.body.collect().await.unwrap().into_bytes();
+        assert_eq!(body.as_ref(), std::fs::read(path).unwrap(), "{key}");
+        file_bytes += body.len() as u64;
+    }
+    assert_eq!(l["file_bytes"], file_bytes, "{r:#}");
+
+    let runs = l["runs"].as_array().unwrap();
+    let paths: Vec<&str> = runs.iter().map(|x| x["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["by ranges", "download, then decode"], "{r:#}");
+    let local = l["local_seconds"].as_f64().unwrap();
+    assert_eq!(local, r["wall_seconds"].as_f64().unwrap());
+    for run in runs {
+        assert_eq!(run["rows"], 30, "every row, through the link: {run:#}");
+        let fetched = run["bytes_fetched"].as_u64().unwrap();
+        // Every byte of the small files once (responses' headers on top), never twice.
+        assert!(
+            fetched >= file_bytes && fetched < file_bytes + file_bytes / 5,
+            "fetched {fetched} of {file_bytes}: {run:#}"
+        );
+        assert!(run["requests"].as_u64().unwrap() >= 3, "{run:#}");
+        let transfer = run["transfer_seconds"].as_f64().unwrap();
+        let at_rate = fetched as f64 * 8.0 / 20e6;
+        assert!((transfer - at_rate).abs() < 1e-6, "{transfer} vs {at_rate}");
+        let wall = run["wall_seconds"].as_f64().unwrap();
+        // (the link lends 5 ms of idle credit)
+        assert!(
+            wall >= transfer - 0.01,
+            "a job cannot beat its link: {run:#}"
+        );
+        let ratio = run["ratio"].as_f64().unwrap();
+        assert!((ratio - wall / transfer.max(local)).abs() < 1e-9, "{run:#}");
+    }
+    // Every scratch schema of the run is gone.
+    let scratch = r["scratch_schema"].as_str().unwrap();
+    for s in [
+        scratch.to_owned(),
+        format!("{scratch}_1"),
+        format!("{scratch}_2"),
+    ] {
+        assert!(!schema_exists(&pg, &s).await, "{s} left behind");
+    }
+
+    // Again, as text: the objects are reused, not uploaded again.
+    let out = nexingest(&env.db_url, "nexingest", &args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "through a link of 20 Mbps",
+        "by ranges",
+        "download, then decode",
+        "transfer s",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    for (path, before) in r["files"].as_array().unwrap().iter().zip(&modified) {
+        let var = std::path::Path::new(path.as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('_')
+            .next()
+            .unwrap();
+        let key =
+            worker::bench::DATASET.key(worker::bench::SCENARIO, model, worker::bench::YEAR, var);
+        let h = s3
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(h.last_modified().copied(), *before, "{key} uploaded again");
+    }
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::files::{Files, points_geojson};
 use super::{BenchConfig, DATASET, JobFigures, Progress, SCENARIO, VARIABLES, YEAR};
-use crate::config::{Schema, worker_id};
+use crate::config::{PipelineConfig, Schema, worker_id};
 use crate::message::{JobSpec, LocationSource};
 use crate::pipeline::{Attempt, Event, Inputs, Loaded, Observer, Pipeline, estimate_bytes};
 
@@ -45,8 +45,19 @@ impl Observer for JobProgress {
     }
 }
 
-/// Runs `cfg.jobs` jobs at once on the files into `scratch` (through `pool`), measuring WAL and
-/// table size with `admin`.
+/// What one run of the jobs reads, and how.
+pub struct Source<'a> {
+    /// The generated files (their data cells; their bytes too when `inputs` is local).
+    pub files: &'a Files,
+    /// Pipeline settings (reading by ranges, or downloading whole first).
+    pub pipeline: &'a PipelineConfig,
+    /// Where the files' bytes come from: the local files, or S3 through a link.
+    pub inputs: Inputs,
+}
+
+/// Runs `cfg.jobs` jobs at once on `source.inputs` (the generated files, or their copies in S3) with
+/// `source.pipeline`'s settings into `scratch` (through `pool`), measuring WAL and table size with
+/// `admin`.
 ///
 /// # Errors
 /// More cells asked for than the grid has, the points file cannot be written, a job fails,
@@ -56,9 +67,14 @@ pub async fn measure(
     pool: &deadpool_postgres::Pool,
     scratch: &Schema,
     admin: &tokio_postgres::Client,
-    files: &Files,
+    source: Source<'_>,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<Measured> {
+    let Source {
+        files,
+        pipeline,
+        inputs,
+    } = source;
     let data_cells = &files.data_cells;
     // Locations: every data cell, or N of them as GeoJSON points (the file lives as long as
     // the jobs).
@@ -89,7 +105,7 @@ pub async fn measure(
     let pl = Pipeline::new(
         pool.clone(),
         scratch.clone(),
-        cfg.pipeline.clone(),
+        pipeline.clone(),
         None,
         worker_id(),
     );
@@ -130,7 +146,6 @@ pub async fn measure(
         .await
         .context("pg_current_wal_lsn() (bench needs a primary, not a standby)")?
         .get(0);
-    let inputs = Inputs::Local(files.paths.clone());
     progress.jobs_started(planned.len(), expected_rows);
     let t0 = Instant::now();
     let runs = planned

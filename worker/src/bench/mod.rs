@@ -22,7 +22,12 @@
 //!    (`pg_total_relation_size` of `climate_data_year`: table, TOAST and indexes, over its
 //!    rows), WAL bytes (`pg_wal_lsn_diff` of `pg_current_wal_lsn()` around the jobs: any
 //!    other activity on the server in that time counts too).
-//! 5. **Record** ([`server::save`]): one row in the main schema's `bench_result` (when that
+//! 5. **Through a link** ([`link`], `--link-mbps R`): the same jobs again, each time in a fresh
+//!    scratch schema, with their files uploaded (once) to a plain-HTTP S3 (the local moto) and
+//!    read through a [`linkproxy`] of R Mbit/s: by ranges, then downloaded whole first. Each
+//!    one's wall time ÷ max(its transfer at R, the local run's wall time) says how close a job
+//!    gets to its link.
+//! 6. **Record** ([`server::save`]): one row in the main schema's `bench_result` (when that
 //!    schema is migrated), which [`crate::doctor`] reads for its estimates.
 
 use std::collections::BTreeMap;
@@ -38,9 +43,10 @@ use serde::Serialize;
 use crate::catalog::Dataset;
 use crate::config::{DbConfig, PipelineConfig, Schema, redact_url};
 use crate::db;
-use crate::pipeline::Event;
+use crate::pipeline::{Event, Inputs};
 
 pub mod files;
+pub mod link;
 pub mod measure;
 pub mod server;
 
@@ -103,6 +109,8 @@ pub struct BenchConfig {
     pub grid: BenchGrid,
     /// Record the result in `bench_result`.
     pub save: bool,
+    /// Also run the jobs from S3 through a link of this rate (`--link-mbps`).
+    pub link: Option<link::LinkBench>,
 }
 
 /// Receives a bench's progress: `nexingest bench` draws bars from it, [`NoProgress`] ignores
@@ -209,6 +217,8 @@ pub struct BenchReport {
     pub scratch_dropped: bool,
     /// Where the result was recorded, or why not.
     pub saved: String,
+    /// The jobs again through a link (`--link-mbps`).
+    pub link: Option<link::LinkReport>,
 }
 
 /// Runs the bench until done or `shutdown` resolves (the scratch schema is dropped either
@@ -254,29 +264,108 @@ pub async fn run(
         0.0
     };
 
-    // Scratch schema: unique name, created by the project's migrations.
+    // Files in S3 for --link-mbps, before any job: a refused upload fails fast.
+    let models: Vec<&str> = DATASET.models().into_iter().take(cfg.jobs).collect();
+    let link_bytes = match &cfg.link {
+        Some(l) => {
+            let s3 = crate::aws::clients(&l.aws).await.s3;
+            Some(link::upload(&s3, l.bucket(), &l.aws.s3.region, &models, &files).await?)
+        }
+        None => None,
+    };
+
+    // Scratch schemas: unique names, created by the project's migrations, one per run of the
+    // jobs (each starts empty, as the local one does). Any still there at the end is dropped,
+    // also after an error or when `shutdown` resolves.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let scratch = Schema::new(&format!("{SCRATCH_PREFIX}{stamp}_{}", std::process::id()))?;
-    let sdb = DbConfig {
-        url: cfg.db.url.clone(),
-        schema: scratch.clone(),
-    };
-    let pool = db::pool(&sdb, cfg.jobs * 2 + 2)?;
-    let measured = async {
-        db::migrate(&pool, &scratch)
-            .await
-            .with_context(|| format!("creating the scratch schema {scratch}"))?;
-        measure::measure(cfg, &pool, &scratch, &admin, &files, progress).await
+    let base = format!("{SCRATCH_PREFIX}{stamp}_{}", std::process::id());
+    let scratch = Schema::new(&base)?;
+    let live = std::sync::Mutex::new(Vec::new());
+    let runs = async {
+        let local = in_scratch(
+            cfg,
+            &admin,
+            &scratch,
+            &live,
+            measure::Source {
+                files: &files,
+                pipeline: &cfg.pipeline,
+                inputs: Inputs::Local(files.paths.clone()),
+            },
+            Arc::clone(&progress),
+        )
+        .await?;
+        let mut link_report = None;
+        if let (Some(l), Some(file_bytes)) = (&cfg.link, link_bytes) {
+            let mut runs = Vec::new();
+            for (k, (path, stream)) in [("by ranges", true), ("download, then decode", false)]
+                .into_iter()
+                .enumerate()
+            {
+                tracing::info!(mbps = l.mbps, path, "bench jobs through the link");
+                let through = link::Link::start(l).await?;
+                let pipeline = PipelineConfig {
+                    stream,
+                    ..cfg.pipeline.clone()
+                };
+                let inputs = Inputs::S3 {
+                    client: through.s3.clone(),
+                    bucket: l.bucket().to_owned(),
+                };
+                let m = in_scratch(
+                    cfg,
+                    &admin,
+                    &Schema::new(&format!("{base}_{}", k + 1))?,
+                    &live,
+                    measure::Source {
+                        files: &files,
+                        pipeline: &pipeline,
+                        inputs,
+                    },
+                    Arc::clone(&progress),
+                )
+                .await?;
+                let st = through.stats();
+                let transfer = st.link_busy().as_secs_f64();
+                runs.push(link::LinkRun {
+                    path: path.to_owned(),
+                    rows: m.jobs.iter().map(|j| j.rows).sum(),
+                    wall_seconds: m.wall_seconds,
+                    bytes_fetched: st.bytes_down,
+                    requests: st.requests,
+                    transfer_seconds: transfer,
+                    ratio: m.wall_seconds / transfer.max(local.wall_seconds).max(1e-9),
+                });
+            }
+            link_report = Some(link::LinkReport {
+                mbps: l.mbps,
+                latency_ms: l.latency.as_millis() as u64,
+                endpoint: l.aws.endpoint_url.clone().unwrap_or_default(),
+                bucket: l.bucket().to_owned(),
+                file_bytes,
+                local_seconds: local.wall_seconds,
+                runs,
+            });
+        }
+        anyhow::Ok((local, link_report))
     };
     let r = tokio::select! {
-        r = measured => r,
+        r = runs => r,
         () = shutdown => Err(anyhow!("interrupted; the scratch schema is dropped")),
     };
-    pool.close();
-    let dropped = server::drop_schema(&admin, &scratch).await;
-    let m = match (r, dropped) {
+    let left: Vec<Schema> = live
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    let mut dropped = Ok(());
+    for s in &left {
+        if let Err(e) = server::drop_schema(&admin, s).await {
+            dropped = Err(e);
+        }
+    }
+    let (m, link_report) = match (r, dropped) {
         (Ok(m), Ok(())) => m,
         (Err(e), Ok(())) => return Err(e),
         (Err(e), Err(d)) => return Err(e.context(d)),
@@ -319,6 +408,7 @@ pub async fn run(
         scratch_schema: scratch.name().to_owned(),
         scratch_dropped: true,
         saved: String::new(),
+        link: link_report,
     };
     report.saved = if cfg.save {
         server::save(&admin, &cfg.db.schema, &report).await?
@@ -326,4 +416,44 @@ pub async fn run(
         "not recorded (--no-save)".to_owned()
     };
     Ok(report)
+}
+
+/// Runs the jobs once ([`measure::measure`]) in the fresh scratch schema `scratch`, noted in
+/// `live` until it is dropped again.
+async fn in_scratch(
+    cfg: &BenchConfig,
+    admin: &tokio_postgres::Client,
+    scratch: &Schema,
+    live: &std::sync::Mutex<Vec<Schema>>,
+    source: measure::Source<'_>,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<measure::Measured> {
+    if let Ok(mut l) = live.lock() {
+        l.push(scratch.clone());
+    }
+    let sdb = DbConfig {
+        url: cfg.db.url.clone(),
+        schema: scratch.clone(),
+    };
+    let pool = db::pool(&sdb, cfg.jobs * 2 + 2)?;
+    let r = async {
+        db::migrate(&pool, scratch)
+            .await
+            .with_context(|| format!("creating the scratch schema {scratch}"))?;
+        measure::measure(cfg, &pool, scratch, admin, source, progress).await
+    }
+    .await;
+    pool.close();
+    let dropped = server::drop_schema(admin, scratch).await;
+    if dropped.is_ok()
+        && let Ok(mut l) = live.lock()
+    {
+        l.retain(|s| s != scratch);
+    }
+    match (r, dropped) {
+        (Ok(m), Ok(())) => Ok(m),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(d)) => Err(e.context(d)),
+        (Ok(_), Err(d)) => Err(d),
+    }
 }

@@ -11,9 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// What [`crate::cmd::dispatch`] calls: the library's settings.
 pub use crate::bench::BenchConfig;
+use crate::bench::link::LinkBench;
 use crate::bench::{self, BenchGrid, BenchReport, NoProgress, Progress};
 use crate::cli::{BenchArgs, GlobalArgs};
-use crate::config::{DbConfig, PipelineConfig};
+use crate::config::{AwsConfig, DbConfig, PipelineConfig};
 use crate::doctor::parse_cells;
 use crate::pipeline::Event;
 
@@ -22,7 +23,8 @@ impl BenchConfig {
     ///
     /// # Errors
     /// A missing or invalid database URL, schema or pipeline setting; `--cells` not `all` or a
-    /// positive number; `--jobs` outside 1..=the dataset's models.
+    /// positive number; `--jobs` outside 1..=the dataset's models; `--link-mbps` not positive
+    /// or without a plain `http://` endpoint.
     pub fn from_args(g: &GlobalArgs, a: &BenchArgs) -> anyhow::Result<Self> {
         let db = DbConfig::from_args(g)?;
         let pipeline = PipelineConfig::from_args(&a.pipeline)?;
@@ -45,6 +47,14 @@ impl BenchConfig {
                 BenchGrid::Full
             },
             save: !a.no_save,
+            link: match a.link_mbps {
+                Some(mbps) => Some(LinkBench::new(
+                    mbps,
+                    Duration::from_millis(a.link_latency_ms),
+                    AwsConfig::from_args(&a.aws)?,
+                )?),
+                None => None,
+            },
         })
     }
 }
@@ -237,6 +247,46 @@ impl BenchReport {
             mb(self.wal_bytes_per_job),
             self.wal_bytes_per_row
         );
+        if let Some(l) = &self.link {
+            let _ = writeln!(
+                o,
+                "through a link of {:.0} Mbps, {} ms per request (a local proxy in front of {}; \
+                 the jobs' files, {}, in s3://{}/): each path in a fresh scratch schema",
+                l.mbps,
+                l.latency_ms,
+                l.endpoint,
+                mb(l.file_bytes as f64),
+                l.bucket
+            );
+            let _ = writeln!(
+                o,
+                "  {:<22} {:>9} {:>11} {:>9} {:>11}  {:>22}",
+                "path",
+                "job s",
+                "fetched MB",
+                "requests",
+                "transfer s",
+                format!("÷ max(transfer, {:.1} s)", l.local_seconds)
+            );
+            for r in &l.runs {
+                let _ = writeln!(
+                    o,
+                    "  {:<22} {:>9.2} {:>11.1} {:>9} {:>11.2}  {:>22.2}",
+                    r.path,
+                    r.wall_seconds,
+                    r.bytes_fetched as f64 / 1e6,
+                    r.requests,
+                    r.transfer_seconds,
+                    r.ratio
+                );
+            }
+            let _ = writeln!(
+                o,
+                "  ({:.1} s is the local run above: decode + load with no transfer; 1.00 is a \
+                 job that fully overlaps its transfer with them)",
+                l.local_seconds
+            );
+        }
         if self.memory_budget_jobs < self.concurrent_jobs {
             let _ = writeln!(
                 o,
