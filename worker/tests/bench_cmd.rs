@@ -375,25 +375,33 @@ async fn bench_link_runs_the_jobs_from_s3_through_the_link() {
     let s3 = worker::aws::clients(&common::aws_config(&env, &bucket, &bucket))
         .await
         .s3;
+    // (path, key) of each file: its variable is its name's first field.
     let model = worker::bench::DATASET.models()[0];
+    let keys: Vec<(std::path::PathBuf, String)> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let path = std::path::PathBuf::from(p.as_str().unwrap());
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let var = name.split('_').next().unwrap();
+            let key = worker::bench::DATASET.key(
+                worker::bench::SCENARIO,
+                model,
+                worker::bench::YEAR,
+                var,
+            );
+            (path, key)
+        })
+        .collect();
+    assert_eq!(keys.len(), 3);
     let mut file_bytes = 0;
     let mut modified = Vec::new();
-    for path in r["files"].as_array().unwrap() {
-        let path = std::path::Path::new(path.as_str().unwrap());
-        let var = path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .split('_')
-            .next()
-            .unwrap();
-        let key =
-            worker::bench::DATASET.key(worker::bench::SCENARIO, model, worker::bench::YEAR, var);
+    for (path, key) in &keys {
         let obj = s3
             .get_object()
             .bucket(&bucket)
-            .key(&key)
+            .key(key.as_str())
             .send()
             .await
             .unwrap();
@@ -456,21 +464,11 @@ async fn bench_link_runs_the_jobs_from_s3_through_the_link() {
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }
-    for (path, before) in r["files"].as_array().unwrap().iter().zip(&modified) {
-        let var = std::path::Path::new(path.as_str().unwrap())
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .split('_')
-            .next()
-            .unwrap();
-        let key =
-            worker::bench::DATASET.key(worker::bench::SCENARIO, model, worker::bench::YEAR, var);
+    for ((_, key), before) in keys.iter().zip(&modified) {
         let h = s3
             .head_object()
             .bucket(&bucket)
-            .key(&key)
+            .key(key.as_str())
             .send()
             .await
             .unwrap();
