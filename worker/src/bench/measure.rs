@@ -55,9 +55,9 @@ pub struct Source<'a> {
     pub inputs: Inputs,
 }
 
-/// Runs `cfg.jobs` jobs at once on `source.inputs` (the generated files, or their copies in S3) with
-/// `source.pipeline`'s settings into `scratch` (through `pool`), measuring WAL and table size with
-/// `admin`.
+/// Runs `cfg.jobs` jobs at once on `source.inputs` (the generated files, or their copies in
+/// S3) with `source.pipeline`'s settings into `scratch` (through `pool`), measuring WAL and
+/// table size with `admin`.
 ///
 /// # Errors
 /// More cells asked for than the grid has, the points file cannot be written, a job fails,

@@ -265,9 +265,9 @@ pub async fn run(
     };
 
     // Files in S3 for --link-mbps, before any job: a refused upload fails fast.
-    let models: Vec<&str> = DATASET.models().into_iter().take(cfg.jobs).collect();
     let link_bytes = match &cfg.link {
         Some(l) => {
+            let models: Vec<&str> = DATASET.models().into_iter().take(cfg.jobs).collect();
             let s3 = crate::aws::clients(&l.aws).await.s3;
             Some(link::upload(&s3, l.bucket(), &l.aws.s3.region, &models, &files).await?)
         }
@@ -365,12 +365,7 @@ pub async fn run(
             dropped = Err(e);
         }
     }
-    let (m, link_report) = match (r, dropped) {
-        (Ok(m), Ok(())) => m,
-        (Err(e), Ok(())) => return Err(e),
-        (Err(e), Err(d)) => return Err(e.context(d)),
-        (Ok(_), Err(d)) => return Err(d),
-    };
+    let (m, link_report) = and_dropped(r, dropped)?;
 
     let rows: u64 = m.jobs.iter().map(|j| j.rows).sum();
     let copy_bytes: u64 = m.jobs.iter().map(|j| j.copy_bytes).sum();
@@ -450,6 +445,12 @@ async fn in_scratch(
     {
         l.retain(|s| s != scratch);
     }
+    and_dropped(r, dropped)
+}
+
+/// A run's result once its scratch schema's drop has been tried: the run's error first, with a
+/// failed drop as its context; a failed drop alone is an error too.
+fn and_dropped<T>(r: anyhow::Result<T>, dropped: anyhow::Result<()>) -> anyhow::Result<T> {
     match (r, dropped) {
         (Ok(m), Ok(())) => Ok(m),
         (Err(e), Ok(())) => Err(e),
